@@ -1,0 +1,27 @@
+# Every target bootstraps .venv when it is missing (fresh clone, CI).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test quickstart clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned: these wheels lie on the build machines' local disk.
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+quickstart: $(STAMP)
+	$(BIN)/ftervit info ftervit_digits
+	$(BIN)/ftervit info deit3_small_patch16_224
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""Analyses of ternary models: parameter and byte breakdowns, importance, fidelity."""

@@ -1,0 +1,39 @@
+"""BitConv2d: the patch-embedding convolution with per-output-channel ternary weights."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ftervit.quantization import (
+    fake_quant,
+    int8_per_channel,
+    ternary_absmean_per_channel,
+)
+
+
+class BitConv2d(nn.Conv2d):
+    """Drop-in ``nn.Conv2d`` with per-output-channel ternary weights (SPEC section 2).
+
+    Weight: ``ternary_absmean_per_channel(W) * channel_scale[c]`` where ``channel_scale`` is a
+    learnable FP32 vector (init 1). Input: int8 per (n, c) channel. The bias *is* added.
+
+    Without autograd the output is computed as the engine does: the dequantized input
+    convolved with the integer weight codes, then one multiplier ``channel_scale / scale``
+    per output channel, plus the bias.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.channel_scale = nn.Parameter(
+            torch.ones(self.out_channels, device=self.weight.device, dtype=self.weight.dtype)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x_q = fake_quant(x, int8_per_channel)
+        gamma = self.channel_scale.view(-1, 1, 1, 1)
+        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
+            w_q = fake_quant(self.weight, ternary_absmean_per_channel) * gamma
+            return self._conv_forward(x_q, w_q, self.bias)
+        w_codes, w_scale = ternary_absmean_per_channel(self.weight)
+        y = self._conv_forward(x_q, w_codes, None) * (gamma / w_scale).view(1, -1, 1, 1)
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)

@@ -1,0 +1,76 @@
+"""BitLinear: ternary weights, int8 per-token activations, RMSNorm inside (BitNet b1.58)."""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ftervit.quantization import EPS, fake_quant, int8_per_token, ternary_absmean
+
+EvalPrecision = Literal["fp32", "bf16"]
+
+
+class BitLinear(nn.Linear):
+    """Drop-in ``nn.Linear`` with ternary weights and int8 inputs (SPEC section 2).
+
+    ``y = linear(int8_per_token(rmsnorm(x)), ternary_absmean(W))``.
+
+    The ``bias`` parameter exists and is saved (the published checkpoints carry it) but it is
+    **never added**, in training or in eval: this reproduces the reference implementation.
+    It receives no gradient, so optimizers leave it unchanged.
+
+    Two forward paths compute the same value:
+
+    * autograd recording (training, importance analysis): the straight-through formula on
+      dequantized tensors, so gradients reach ``weight`` and the input;
+    * otherwise (``torch.no_grad`` / inference): integer codes multiplied in FP32, which is
+      exact because every partial sum is an integer below 2**24, then divided by both scales.
+      ``eval_precision="bf16"`` does the product and the division in bfloat16 instead, as the
+      reference's eval path does, for users who must reproduce its numbers to the last digit.
+
+    Args:
+        in_features: input width.
+        out_features: output width.
+        bias: whether to create the (unused) bias parameter.
+        eval_precision: ``"fp32"`` (default, exact) or ``"bf16"`` (reference eval rounding).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        device=None,
+        dtype=None,
+        eval_precision: EvalPrecision = "fp32",
+    ) -> None:
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self.norm = nn.RMSNorm(in_features, eps=EPS, device=device, dtype=dtype)
+        self.eval_precision = eval_precision
+
+    @property
+    def eval_precision(self) -> EvalPrecision:
+        return self._eval_precision
+
+    @eval_precision.setter
+    def eval_precision(self, value: EvalPrecision) -> None:
+        if value not in ("fp32", "bf16"):
+            raise ValueError(f"eval_precision must be 'fp32' or 'bf16', got {value!r}")
+        self._eval_precision = value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm(x)
+        if torch.is_grad_enabled() and (h.requires_grad or self.weight.requires_grad):
+            return F.linear(fake_quant(h, int8_per_token), fake_quant(self.weight, ternary_absmean))
+        x_codes, x_scale = int8_per_token(h)
+        w_codes, w_scale = ternary_absmean(self.weight)
+        if self.eval_precision == "bf16":
+            bf = torch.bfloat16
+            y = F.linear(x_codes.to(bf), w_codes.to(bf)) / x_scale.to(bf) / w_scale.to(bf)
+            return y.to(h.dtype)
+        return F.linear(x_codes, w_codes) / (x_scale * w_scale)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, bias_added=False, eval_precision={self.eval_precision}"
