@@ -62,9 +62,10 @@ def _plan(model: VisionTransformer) -> dict[str, nn.Module]:
             "create the model with global_pool='token' or 'avg'")
     replacements: dict[str, nn.Module] = {}
     problems: list[str] = []
+    ternary = [n for n, m in model.named_modules() if isinstance(m, _TERNARY_TYPES)]
     for name, module in model.named_modules():
-        if isinstance(module, _TERNARY_TYPES):
-            continue  # already ternary: converting twice is a no-op
+        if any(name == t or name.startswith(t + ".") for t in ternary):
+            continue  # already ternary (and its RMSNorm): converting twice is a no-op
         if isinstance(module, nn.Linear):
             replacements[name] = _bit_linear(module)
         elif isinstance(module, nn.Conv2d) and name == "patch_embed.proj":

@@ -14,12 +14,17 @@ from ftervit.conversion import make_ternary
 from ftervit.errors import CheckpointError, FtervitError
 
 
-def create_timm_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
-    """``timm.create_model`` with a clear error for unknown names and failed downloads."""
+def check_model_name(name: str) -> None:
+    """Raise FtervitError, with similar names, unless timm knows ``name``."""
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
         hint = f"; similar names: {', '.join(close)}" if close else ""
         raise FtervitError(f"unknown model {name!r} (any timm ViT name or an ftervit preset){hint}")
+
+
+def create_timm_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """``timm.create_model`` with a clear error for unknown names and failed downloads."""
+    check_model_name(name)
     try:
         return timm.create_model(name, pretrained=pretrained, **kwargs)
     except Exception as exc:

@@ -38,6 +38,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ftervit {args.command}: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,10 +16,6 @@ class BitConv2d(nn.Conv2d):
 
     Weight: ``ternary_absmean_per_channel(W) * channel_scale[c]`` where ``channel_scale`` is a
     learnable FP32 vector (init 1). Input: int8 per (n, c) channel. The bias *is* added.
-
-    Without autograd the output is computed as the engine does: the dequantized input
-    convolved with the integer weight codes, then one multiplier ``channel_scale / scale``
-    per output channel, plus the bias.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -30,10 +26,5 @@ class BitConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x_q = fake_quant(x, int8_per_channel)
-        gamma = self.channel_scale.view(-1, 1, 1, 1)
-        if torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad):
-            w_q = fake_quant(self.weight, ternary_absmean_per_channel) * gamma
-            return self._conv_forward(x_q, w_q, self.bias)
-        w_codes, w_scale = ternary_absmean_per_channel(self.weight)
-        y = self._conv_forward(x_q, w_codes, None) * (gamma / w_scale).view(1, -1, 1, 1)
-        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+        w_q = fake_quant(self.weight, ternary_absmean_per_channel) * self.channel_scale.view(-1, 1, 1, 1)
+        return self._conv_forward(x_q, w_q, self.bias)

@@ -21,14 +21,14 @@ class BitLinear(nn.Linear):
     **never added**, in training or in eval: this reproduces the reference implementation.
     It receives no gradient, so optimizers leave it unchanged.
 
-    Two forward paths compute the same value:
-
-    * autograd recording (training, importance analysis): the straight-through formula on
-      dequantized tensors, so gradients reach ``weight`` and the input;
-    * otherwise (``torch.no_grad`` / inference): integer codes multiplied in FP32, which is
-      exact because every partial sum is an integer below 2**24, then divided by both scales.
-      ``eval_precision="bf16"`` does the product and the division in bfloat16 instead, as the
-      reference's eval path does, for users who must reproduce its numbers to the last digit.
+    The output is the straight-through formula evaluated as the reference does, in training
+    and in eval alike: ``F.linear(h + (q(h) - h).detach(), W + (t(W) - W).detach())`` in FP32.
+    The products are ternary x int8 values times two scales, so FP32 holds them almost
+    exactly; keeping the reference's op order matters because a quantized network amplifies
+    any rounding difference (an int8 code that flips in one layer shifts every later layer).
+    ``eval_precision="bf16"`` instead reproduces the reference's eval path, which multiplies
+    the integer codes and divides by the scales in bfloat16 (8 mantissa bits), for users who
+    must reproduce its numbers to the last digit; it applies only when autograd is off.
 
     Args:
         in_features: input width.
@@ -62,15 +62,13 @@ class BitLinear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.norm(x)
-        if torch.is_grad_enabled() and (h.requires_grad or self.weight.requires_grad):
-            return F.linear(fake_quant(h, int8_per_token), fake_quant(self.weight, ternary_absmean))
-        x_codes, x_scale = int8_per_token(h)
-        w_codes, w_scale = ternary_absmean(self.weight)
-        if self.eval_precision == "bf16":
+        if self.eval_precision == "bf16" and not torch.is_grad_enabled():
+            x_codes, x_scale = int8_per_token(h)
+            w_codes, w_scale = ternary_absmean(self.weight)
             bf = torch.bfloat16
             y = F.linear(x_codes.to(bf), w_codes.to(bf)) / x_scale.to(bf) / w_scale.to(bf)
             return y.to(h.dtype)
-        return F.linear(x_codes, w_codes) / (x_scale * w_scale)
+        return F.linear(fake_quant(h, int8_per_token), fake_quant(self.weight, ternary_absmean))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, bias_added=False, eval_precision={self.eval_precision}"
