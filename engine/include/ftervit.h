@@ -1,0 +1,71 @@
+/* ftervit.h - the FTerViT inference engine: load a .ftv file, classify an image.
+ *
+ * Portable C99 + libm. One arena, sized at load, holds every activation buffer; nothing is
+ * allocated in the forward pass. Weights are read in place from the file image, which may
+ * be a caller's buffer (flash, mmap) that must outlive the model.
+ *
+ *   ftv_model *m;
+ *   char err[256];
+ *   if (ftv_model_load_file("model.ftv", &m, err, sizeof err) != FTV_OK) { puts(err); ... }
+ *   float logits[ftv_model_config(m)->num_classes];
+ *   ftv_model_forward(m, image, logits);   // image: (C, H, W) floats, already normalized
+ *   ftv_model_free(m);
+ */
+#ifndef FTERVIT_H
+#define FTERVIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    FTV_OK = 0,
+    FTV_ERR_IO = 1,       /* the file could not be opened or read */
+    FTV_ERR_FORMAT = 2,   /* not a .ftv file, or damaged: bad magic, bounds, shapes, codes */
+    FTV_ERR_VERSION = 3,  /* a newer format version than this engine reads */
+    FTV_ERR_CHECKSUM = 4, /* CRC32 mismatch: the file is corrupted */
+    FTV_ERR_NOMEM = 5,    /* the arena (or the file buffer) could not be allocated */
+    FTV_ERR_ARG = 6,      /* invalid argument */
+} ftv_status;
+
+/* The model geometry read from the header. */
+typedef struct {
+    int img_h, img_w, patch_h, patch_w, in_chans;
+    int embed_dim, depth, num_heads, mlp_hidden, num_classes;
+    int num_tokens; /* patches + class token */
+    uint32_t flags, format;
+    float mean[4], std[4]; /* input normalization, per channel */
+} ftv_config;
+
+typedef struct ftv_model ftv_model;
+
+/* Read a whole file into memory, validate it, and bind the weights. */
+ftv_status ftv_model_load_file(const char *path, ftv_model **out, char *err, size_t errlen);
+
+/* Validate `size` bytes at `data` and bind the weights in place (no copy). The buffer must
+ * stay valid and unchanged for the model's lifetime. */
+ftv_status ftv_model_load_buffer(const void *data, size_t size, ftv_model **out, char *err,
+                                 size_t errlen);
+
+void ftv_model_free(ftv_model *m);
+
+const ftv_config *ftv_model_config(const ftv_model *m);
+
+/* Bytes of working memory the forward pass uses (the arena), beyond the weights. */
+size_t ftv_model_arena_bytes(const ftv_model *m);
+
+/* Class name i, or NULL when the file has none. */
+const char *ftv_model_class_name(const ftv_model *m, int i);
+
+/* One image (in_chans, img_h, img_w), normalized as the model expects -> num_classes logits. */
+ftv_status ftv_model_forward(ftv_model *m, const float *image, float *logits);
+
+const char *ftv_status_string(ftv_status s);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

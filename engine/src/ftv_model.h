@@ -1,0 +1,73 @@
+/* Internal: the model's weights (views into the file image) and run state (views into the
+ * arena), in the manner of llama2.c. */
+#ifndef FTV_MODEL_H
+#define FTV_MODEL_H
+
+#include "ftervit.h"
+#include "ftv_kernels.h"
+
+typedef struct {
+    ftv_tmat norm1_g, norm1_b;
+    ftv_fvec qkv_rms;
+    ftv_tmat qkv; /* (3 * dim, dim): q rows, then k, then v; heads contiguous in each */
+    ftv_fvec proj_rms;
+    ftv_tmat proj; /* (dim, dim) */
+    ftv_fvec ls1;  /* (dim), n = 0 without LayerScale */
+    ftv_tmat norm2_g, norm2_b;
+    ftv_fvec fc1_rms;
+    ftv_tmat fc1; /* (hidden, dim) */
+    ftv_fvec fc2_rms;
+    ftv_tmat fc2; /* (dim, hidden) */
+    ftv_fvec ls2;
+} ftv_block;
+
+typedef struct {
+    ftv_tmat patch;     /* (dim, in_chans * patch_h * patch_w), one scale per row */
+    ftv_fvec patch_cs;  /* channel_scale (dim) */
+    ftv_fvec patch_bias; /* (dim), n = 0 without bias */
+    ftv_fvec cls;       /* (dim), n = 0 without class token */
+    ftv_fvec pos;       /* (pos_len, dim) */
+    ftv_block *blocks;  /* (depth) */
+    ftv_tmat norm_g, norm_b;   /* final norm, rows = 0 when absent */
+    ftv_tmat fcn_g, fcn_b;     /* fc_norm, rows = 0 when absent */
+    ftv_fvec head_rms;
+    ftv_tmat head; /* (classes, dim) */
+} ftv_weights;
+
+/* Activation buffers, all inside one arena. Phases reuse the same bytes (see ftv_forward.c). */
+typedef struct {
+    float *x;      /* (tokens, dim) residual stream */
+    int8_t *xq;    /* (tokens, dim) int8 input of a BitLinear */
+    float *xs;     /* (tokens) its per-token scales */
+    float *row;    /* (max(dim, hidden)) one normalized row */
+    int8_t *wrow;  /* (max k) one decoded ternary row */
+    /* attention phase */
+    float *o;      /* (tokens, dim) attention output, q of the current head before that */
+    float *kh, *vh; /* (tokens, head_dim) keys and values of one head */
+    float *att;    /* (tokens) one row of attention probabilities */
+    float *qh;     /* (head_dim) the current query */
+    /* MLP phase: a tile of tokens */
+    float *hid;    /* (tile, hidden) */
+    int8_t *hq;    /* (tile, hidden) */
+    float *hs;     /* (tile) */
+    /* patch-embedding phase */
+    int8_t *img_q; /* (patches, in_chans * patch_h * patch_w) */
+    float *img_s;  /* (in_chans) */
+} ftv_state;
+
+struct ftv_model {
+    ftv_config cfg;
+    float ln_eps, rms_eps, quant_eps;
+    int head_dim, num_patches, pos_len, mlp_tile, max_k;
+    ftv_weights w;
+    ftv_state s;
+    void *arena;
+    size_t arena_bytes;
+    uint8_t *owned_file; /* the file image when loaded from a path */
+    const char **class_names; /* (classes) into the file image, NULL when absent */
+};
+
+/* Lay out the run state in an arena; returns the bytes needed (arena may be NULL to size). */
+size_t ftv_state_layout(ftv_model *m, void *arena);
+
+#endif

@@ -1,0 +1,126 @@
+"""Python binding of the C engine: ``Engine(path).forward(x)``.
+
+The engine is the same code that runs on microcontrollers; this binding loads it with ctypes
+(compiled on first use, see :mod:`ftervit.engine.build`) so tests and tools can compare it
+with PyTorch.
+"""
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+
+import numpy as np
+
+from ftervit.engine.build import EngineBuildError, library_path
+from ftervit.errors import FtervitError
+
+__all__ = ["Engine", "EngineBuildError", "EngineError"]
+
+
+class EngineError(FtervitError):
+    """The engine refused a file or an input."""
+
+
+class _Config(ctypes.Structure):  # mirrors ftv_config in engine/include/ftervit.h
+    _fields_ = [(n, ctypes.c_int) for n in (
+        "img_h", "img_w", "patch_h", "patch_w", "in_chans", "embed_dim", "depth", "num_heads",
+        "mlp_hidden", "num_classes", "num_tokens")] + [
+        ("flags", ctypes.c_uint32), ("format", ctypes.c_uint32),
+        ("mean", ctypes.c_float * 4), ("std", ctypes.c_float * 4)]
+
+
+_lib = None
+
+
+def _load_library() -> ctypes.CDLL:
+    global _lib
+    if _lib is None:
+        lib = ctypes.CDLL(str(library_path()))
+        p, c_size = ctypes.c_void_p, ctypes.c_size_t
+        lib.ftv_model_load_file.argtypes = [ctypes.c_char_p, ctypes.POINTER(p), ctypes.c_char_p, c_size]
+        lib.ftv_model_load_file.restype = ctypes.c_int
+        lib.ftv_model_free.argtypes = [p]
+        lib.ftv_model_config.argtypes = [p]
+        lib.ftv_model_config.restype = ctypes.POINTER(_Config)
+        lib.ftv_model_arena_bytes.argtypes = [p]
+        lib.ftv_model_arena_bytes.restype = c_size
+        lib.ftv_model_class_name.argtypes = [p, ctypes.c_int]
+        lib.ftv_model_class_name.restype = ctypes.c_char_p
+        lib.ftv_model_forward.argtypes = [p, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_float)]
+        lib.ftv_model_forward.restype = ctypes.c_int
+        _lib = lib
+    return _lib
+
+
+class Engine:
+    """A .ftv model loaded into the C engine.
+
+    Args:
+        path: the .ftv file (validated completely: magic, version, bounds, checksum, codes).
+        threads: worker threads of the forward pass.
+
+    Raises:
+        EngineError: the file is missing, damaged or of a newer version.
+        EngineBuildError: the engine could not be compiled.
+    """
+
+    def __init__(self, path: str | Path, threads: int = 1) -> None:
+        if threads != 1:
+            raise ValueError(f"threads={threads}: this engine build runs single-threaded (threads=1)")
+        self.threads = threads
+        self._lib = _load_library()
+        self._model = ctypes.c_void_p()
+        err = ctypes.create_string_buffer(512)
+        status = self._lib.ftv_model_load_file(str(path).encode(), ctypes.byref(self._model), err, len(err))
+        if status != 0:
+            self._model = None
+            raise EngineError(f"{path}: {err.value.decode(errors='replace') or f'status {status}'}")
+        cfg = self._lib.ftv_model_config(self._model).contents
+        self.config = {name: getattr(cfg, name) for name, _ in _Config._fields_[:13]}
+        self.config["mean"] = tuple(cfg.mean[: cfg.in_chans])
+        self.config["std"] = tuple(cfg.std[: cfg.in_chans])
+        self.num_classes = cfg.num_classes
+        self.input_shape = (cfg.in_chans, cfg.img_h, cfg.img_w)
+        names = [self._lib.ftv_model_class_name(self._model, i) for i in range(cfg.num_classes)]
+        self.class_names = [n.decode() for n in names] if all(names) else None
+
+    @property
+    def arena_bytes(self) -> int:
+        """Working memory of the forward pass in bytes, beyond the weights."""
+        return int(self._lib.ftv_model_arena_bytes(self._require()))
+
+    def _require(self) -> ctypes.c_void_p:
+        if self._model is None:
+            raise EngineError("the engine was closed")
+        return self._model
+
+    def forward(self, x) -> np.ndarray:
+        """Logits (N, classes) of float32 images (N, C, H, W), normalized as the model expects."""
+        model = self._require()
+        x = np.ascontiguousarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float32)
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4 or x.shape[1:] != self.input_shape:
+            raise EngineError(f"expected input (N, {', '.join(map(str, self.input_shape))}), got {x.shape}")
+        out = np.empty((x.shape[0], self.num_classes), dtype=np.float32)
+        fp = ctypes.POINTER(ctypes.c_float)
+        for i in range(x.shape[0]):
+            self._lib.ftv_model_forward(model, x[i].ctypes.data_as(fp), out[i].ctypes.data_as(fp))
+        return out
+
+    __call__ = forward
+
+    def close(self) -> None:
+        if self._model is not None:
+            self._lib.ftv_model_free(self._model)
+            self._model = None
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_model", None) is not None:
+            self.close()
