@@ -1,0 +1,31 @@
+"""Image files -> the normalized float32 tensors an engine file expects."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ftervit.errors import FtervitError
+
+
+def load_image(path: str | Path, input_shape: tuple[int, int, int], mean, std,
+               crop_pct: float = 1.0) -> np.ndarray:
+    """Decode ``path`` with Pillow and apply timm's eval transform: a (C, H, W) float32 array.
+
+    The image is converted to the model's channel count, its shorter side resized (bicubic)
+    to ``size / crop_pct``, center-cropped to the model's size and normalized with
+    ``mean``/``std`` (the values stored in the .ftv file).
+    """
+    from PIL import Image, UnidentifiedImageError
+    from timm.data import create_transform
+
+    if not 0.0 < crop_pct <= 1.0:
+        raise FtervitError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if input_shape[0] == 1 else "RGB")
+    except (OSError, UnidentifiedImageError) as exc:
+        raise FtervitError(f"cannot read image {path}: {exc}") from None
+    transform = create_transform(input_size=tuple(input_shape), interpolation="bicubic",
+                                 mean=tuple(mean), std=tuple(std), crop_pct=crop_pct)
+    return transform(img).numpy().astype(np.float32)
