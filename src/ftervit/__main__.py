@@ -1,4 +1,4 @@
-"""``python -m ftervit``: the same as the ``ftervit`` command."""
+"""``python -m ftervit`` (and ``torchrun -m ftervit``): the ftervit command line."""
 import sys
 
 from ftervit.cli import main

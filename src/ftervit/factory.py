@@ -72,3 +72,34 @@ def create_model(
     if state is not None:
         load_checkpoint(model, state)
     return model
+
+
+def load_weights(model: nn.Module, path: str | Path, num_classes: int, what: str) -> None:
+    """Load ``path`` into ``model`` strictly; the error names the file, its role (``what``) and the problem.
+
+    Raises:
+        CheckpointError: unreadable file, a head with another class count than
+            ``num_classes``, or keys/shapes of another architecture.
+    """
+    state = load_state_dict(path)
+    found = checkpoint_num_classes(state)
+    if found is not None and found != num_classes:
+        raise CheckpointError(f"{what} {path} has {found} classes but the data has {num_classes}; "
+                              "use a checkpoint trained on this dataset")
+    try:
+        load_checkpoint(model, state)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{what} {path} does not fit the model: {exc}") from exc
+
+
+def create_teacher(name: str, checkpoint: str | Path | None, num_classes: int, **timm_kwargs: Any) -> nn.Module:
+    """The frozen FP32 teacher (eval mode): a local checkpoint, or timm's pretrained weights when None."""
+    if checkpoint is None:
+        model = create_timm_model(name, pretrained=True, **timm_kwargs)
+        if model.num_classes != num_classes:
+            raise FtervitError(f"timm's pretrained {name} has {model.num_classes} classes but the data has "
+                               f"{num_classes}; train a teacher on this data first (ftervit teacher)")
+    else:
+        model = create_timm_model(name, num_classes=num_classes, **timm_kwargs)
+        load_weights(model, checkpoint, num_classes, f"FP32 teacher checkpoint for {name}")
+    return model.eval().requires_grad_(False)

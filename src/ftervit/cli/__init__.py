@@ -11,7 +11,7 @@ import sys
 
 from ftervit.errors import FtervitError
 
-SUBCOMMANDS = ("info",)
+SUBCOMMANDS = ("info", "teacher", "distill", "eval", "quickstart", "export", "inspect", "size", "run")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,4 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ftervit {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head`: not an error worth a traceback
+        sys.stderr.close()
+        return 0
 
