@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test quickstart clean
+.PHONY: venv test quickstart clean mcu-check mcu-check-full
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,17 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 quickstart: $(STAMP)
-	$(BIN)/ftervit info ftervit_digits
-	$(BIN)/ftervit info deit3_small_patch16_224
+	$(BIN)/ftervit quickstart --out runs/quickstart
+
+# The engine on emulated microcontrollers (QEMU) against the host engine: docs/mcu.md.
+# Installs the Debian toolchains first when missing (needs root or sudo).
+mcu-check: $(STAMP)
+	$(MAKE) -C engine/ports deps
+	$(BIN)/python engine/ports/mcu_check.py
+
+mcu-check-full: $(STAMP)
+	$(MAKE) -C engine/ports deps
+	$(BIN)/python engine/ports/mcu_check.py --full
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

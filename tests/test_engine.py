@@ -1,4 +1,5 @@
 """The C engine against PyTorch, through the Python binding and the sanitized C CLI."""
+import os
 import shutil
 import struct
 import subprocess
@@ -72,6 +73,38 @@ def test_engine_full_depth_random_models(tmp_path, name, classes):
     assert same_top1.all()
     if name.startswith("deit3"):
         assert engine.arena_bytes <= 1_000_000  # working memory beyond the weights
+        assert Engine(path, threads=2).arena_bytes <= 1_000_000
+
+
+@pytest.mark.parametrize("fmt", ["tq2", "tq1"])
+def test_threads_and_kernels_give_identical_logits(tmp_path, monkeypatch, fmt):
+    """threads=2 splits every phase differently from threads=1, and the AVX2 kernels (when
+    the CPU has them) run other instructions than the scalar ones: the logits must be equal
+    to the bit, integer sums exactly and float ops in the same order."""
+    torch.manual_seed(0)
+    model = create_model("deit3_small_patch16_224", num_classes=100, depth=2).eval()
+    path = tmp_path / f"m.{fmt}.ftv"
+    export_model(model, path, fmt)
+    x = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    one, two = Engine(path), Engine(path, threads=2)
+    monkeypatch.setenv("FTV_FORCE_SCALAR", "1")
+    scalar, scalar_two = Engine(path), Engine(path, threads=2)
+    assert scalar.kernels == "scalar" and scalar.repacked_bytes == 0
+    assert one.kernels in ("avx2", "scalar") and two.threads == 2
+    want = one.forward(x)
+    for other in (two, scalar, scalar_two):
+        np.testing.assert_array_equal(other.forward(x), want)
+    # a second thread adds its scratch and a head's keys and values; DeiT-III-S stays < 1 MB
+    assert one.arena_bytes < two.arena_bytes <= 1_000_000
+
+
+def test_threads_argument(tmp_path):
+    export_model(create_model("ftervit_digits"), tmp_path / "m.ftv", "tq2")
+    with pytest.raises(ValueError, match="threads"):
+        Engine(tmp_path / "m.ftv", threads=0)
+    with Engine(tmp_path / "m.ftv", threads=3) as engine:
+        x = np.random.default_rng(0).standard_normal((2, 1, 8, 8)).astype(np.float32)
+        np.testing.assert_array_equal(engine.forward(x), Engine(tmp_path / "m.ftv").forward(x))
 
 
 def test_engine_reports_config_and_arena(tmp_path):
@@ -139,6 +172,9 @@ def test_sanitized_cli_agrees_with_binding(sanitized_run, digits_file, tmp_path)
                          capture_output=True, text=True, check=True)
     logits = np.array(out.stdout.split(), dtype=np.float32)
     np.testing.assert_array_equal(logits, Engine(digits_file).forward(x[None])[0])
+    out = subprocess.run([sanitized_run, "-t", "2", "--logits", digits_file, tmp_path / "x.f32"],
+                         capture_output=True, text=True, check=True)
+    np.testing.assert_array_equal(np.array(out.stdout.split(), dtype=np.float32), logits)
     # a PGM image of the model's size, normalized with the file's mean/std
     img = (np.arange(64) * 4).astype(np.uint8).reshape(8, 8)
     (tmp_path / "x.pgm").write_bytes(b"P5\n# comment\n8 8\n255\n" + img.tobytes())
@@ -146,6 +182,27 @@ def test_sanitized_cli_agrees_with_binding(sanitized_run, digits_file, tmp_path)
                          capture_output=True, text=True, check=True).stdout
     expect = Engine(digits_file).forward(((img / 255.0 - 0.5) / 0.5).astype(np.float32)[None, None])[0]
     assert f"1. class {int(expect.argmax())}" in top and top.count("class") == 3
+
+
+def test_threads_race_free_under_thread_sanitizer(tmp_path):
+    """The forward pass on 3 threads, built with ThreadSanitizer: no data race between the
+    phases and barriers, and the logits of one thread."""
+    if not shutil.which("cc"):
+        pytest.skip("no C compiler")
+    build = subprocess.run(["make", "-s", "-C", str(ENGINE), "tsan"], capture_output=True, text=True)
+    if build.returncode != 0:
+        pytest.skip(f"no ThreadSanitizer here: {build.stderr.strip()[-200:]}")
+    torch.manual_seed(0)
+    path = tmp_path / "m.ftv"
+    export_model(create_model("deit_tiny_patch16_224", num_classes=10, depth=1).eval(), path, "tq2")
+    x = np.random.default_rng(0).standard_normal((3, 224, 224)).astype(np.float32)
+    x.tofile(tmp_path / "x.f32")
+    for force_scalar in ("0", "1"):
+        env = dict(os.environ, FTV_FORCE_SCALAR=force_scalar)
+        proc = subprocess.run([ENGINE / "build" / "tsan" / "ftervit-run", "-t", "3", "--logits", path,
+                               tmp_path / "x.f32"], capture_output=True, text=True, env=env)
+        assert proc.returncode == 0 and "ThreadSanitizer" not in proc.stderr, proc.stderr[-2000:]
+        np.testing.assert_array_equal(np.array(proc.stdout.split(), dtype=np.float32), Engine(path).forward(x[None])[0])
 
 
 @pytest.mark.parametrize("how", ["flip", "truncate", "magic", "version"])

@@ -1,8 +1,9 @@
 /* ftervit.h - the FTerViT inference engine: load a .ftv file, classify an image.
  *
- * Portable C99 + libm. One arena, sized at load, holds every activation buffer; nothing is
- * allocated in the forward pass. Weights are read in place from the file image, which may
- * be a caller's buffer (flash, mmap) that must outlive the model.
+ * Portable C11 + libm (+ pthreads for threads > 1 on POSIX). One arena, sized at load, holds
+ * every activation buffer; nothing is allocated in the forward pass. Weights are read in
+ * place from the file image, which may be a caller's buffer (flash, mmap) that must outlive
+ * the model; on x86 with AVX2 the kernels also keep a repacked copy (ftv_model_repacked_bytes).
  *
  *   ftv_model *m;
  *   char err[256];
@@ -56,6 +57,25 @@ const ftv_config *ftv_model_config(const ftv_model *m);
 
 /* Bytes of working memory the forward pass uses (the arena), beyond the weights. */
 size_t ftv_model_arena_bytes(const ftv_model *m);
+
+#define FTV_MAX_THREADS 256
+
+/* Run the forward pass on n threads (default 1): a fixed pool of n - 1 workers plus the
+ * caller, and an arena re-laid out for n threads' scratch. The logits do not depend on n.
+ * FTV_ERR_ARG when n is out of range or n > 1 in a build without threads (FTV_NO_THREADS,
+ * non-POSIX targets). */
+ftv_status ftv_model_set_threads(ftv_model *m, int n);
+int ftv_model_threads(const ftv_model *m);
+
+/* The kernels chosen at load: "avx2" (x86 CPUs with AVX2) or "scalar" (everything else, or
+ * when the environment variable FTV_FORCE_SCALAR is set to anything but 0 at load). Both
+ * give bit-identical logits. */
+const char *ftv_model_kernels(const ftv_model *m);
+
+/* Bytes of the kernels' own copy of the weights, beyond the file image: 0 for "scalar";
+ * for "avx2", every ternary matrix in a 2-bit layout (the size of tq2) and the LayerNorm
+ * parameters as floats. */
+size_t ftv_model_repacked_bytes(const ftv_model *m);
 
 /* Class name i, or NULL when the file has none. */
 const char *ftv_model_class_name(const ftv_model *m, int i);

@@ -2,14 +2,28 @@
  *
  * Memory: the residual stream x (tokens, dim) and the int8 input xq (tokens, dim) live
  * throughout; the phases (patch embedding, attention, MLP) reuse one region. Attention runs
- * head by head, so only one head's keys and values (tokens, head_dim) exist at a time; the
- * MLP runs on tiles of tokens, so no (tokens, hidden) buffer exists. */
+ * head by head, so only one head's keys and values (tokens, head_dim) exist at a time (per
+ * thread); the MLP runs on tiles of tokens, so no (tokens, hidden) buffer exists. Each thread
+ * also has a little scratch of its own (a normalized row, the GEMM's decoded weights,
+ * attention scores).
+ *
+ * Threads: the whole pass runs on every thread of the pool (forward_worker). Thread i owns a
+ * contiguous range of tokens and computes everything that is per token for them: patch
+ * embedding, norms and quantizers, the attention projection, the MLP. Only attention mixes
+ * tokens: after the qkv inputs of all tokens are ready (a barrier), each thread takes whole
+ * heads (heads i, i + n, ...; a remainder of heads is split by rows and queries among all
+ * threads), a second barrier waits for all heads, and a third for every thread to have read
+ * its tokens' attention output before the MLP tiles reuse those bytes. Three barriers a block
+ * (not one per GEMM) keep threads from waiting on each other when the machine is busy with
+ * other work. Every value is computed by the same operations whichever thread computes it,
+ * so the logits do not depend on the number of threads (tests/test_engine.py checks it). */
 #include <math.h>
 #include <string.h>
 
 #include "ftv_model.h"
 
-#define FTV_MLP_TILE 16 /* tokens per MLP tile: (16, hidden) floats, each fc1 row decoded per tile */
+#define MLP_TILE_MIN 16 /* tokens per MLP tile at least; more when the attention phase's room allows */
+#define ROW_ALIGN 16    /* GEMM row ranges split among threads start at multiples of this (AVX2 panel) */
 
 static size_t carve(size_t *off, size_t bytes) {
     size_t at = (*off + 63u) & ~(size_t)63u; /* 64-byte aligned, for SIMD kernels */
@@ -19,61 +33,82 @@ static size_t carve(size_t *off, size_t bytes) {
 
 size_t ftv_state_layout(ftv_model *m, void *arena) {
     const ftv_config *c = &m->cfg;
-    size_t T = (size_t)c->num_tokens, D = (size_t)c->embed_dim, H = (size_t)c->mlp_hidden;
-    size_t hd = (size_t)m->head_dim, tile = (size_t)m->mlp_tile;
-    size_t K = (size_t)m->max_k, P = (size_t)m->num_patches;
-    size_t kp = (size_t)c->in_chans * (size_t)c->patch_h * (size_t)c->patch_w;
-    size_t off = 0;
-    size_t x = carve(&off, T * D * 4), xq = carve(&off, T * D), xs = carve(&off, T * 4);
-    size_t row = carve(&off, (D > H ? D : H) * 4), wrow = carve(&off, K);
-    size_t phase = off, end = off;
-    /* attention */
-    size_t o = carve(&off, T * D * 4), kh = carve(&off, T * hd * 4), vh = carve(&off, T * hd * 4);
-    size_t att = carve(&off, T * 4), qh = carve(&off, hd * 4);
-    if (off > end) end = off;
-    /* MLP */
-    off = phase;
-    size_t hid = carve(&off, tile * H * 4), hq = carve(&off, tile * H), hs = carve(&off, tile * 4);
-    if (off > end) end = off;
-    /* patch embedding */
-    off = phase;
-    size_t img_q = carve(&off, P * kp), img_s = carve(&off, (size_t)c->in_chans * 4);
-    if (off > end) end = off;
-    if (arena) {
-        uint8_t *a = (uint8_t *)arena;
-        ftv_state *s = &m->s;
-        s->x = (float *)(a + x);
-        s->xq = (int8_t *)(a + xq);
-        s->xs = (float *)(a + xs);
-        s->row = (float *)(a + row);
-        s->wrow = (int8_t *)(a + wrow);
-        s->o = (float *)(a + o);
-        s->kh = (float *)(a + kh);
-        s->vh = (float *)(a + vh);
-        s->att = (float *)(a + att);
-        s->qh = (float *)(a + qh);
-        s->hid = (float *)(a + hid);
-        s->hq = (int8_t *)(a + hq);
-        s->hs = (float *)(a + hs);
-        s->img_q = (int8_t *)(a + img_q);
-        s->img_s = (float *)(a + img_s);
+    const size_t T = (size_t)c->num_tokens, D = (size_t)c->embed_dim, H = (size_t)c->mlp_hidden;
+    const size_t hd = (size_t)m->head_dim, ldk = (size_t)m->ldk, K = (size_t)m->max_k;
+    const size_t P = (size_t)m->num_patches, n = (size_t)m->threads;
+    const size_t kp = (size_t)c->in_chans * (size_t)c->patch_h * (size_t)c->patch_w;
+    uint8_t *a = (uint8_t *)arena;
+    ftv_state *s = &m->s;
+    size_t off = 0, end;
+    /* sizes the layout when arena is NULL, points the buffers into it otherwise */
+#define CARVE(ptr, bytes) do { size_t at_ = carve(&off, (bytes)); if (a) (ptr) = (void *)(a + at_); } while (0)
+    CARVE(s->x, T * D * 4);
+    CARVE(s->xq, T * D);
+    CARVE(s->xs, T * 4);
+    for (size_t i = 0; i < n; i++) {
+        CARVE(m->ts[i].row, (D > H ? D : H) * 4);
+        CARVE(m->ts[i].gemm, m->kernels->gemm_scratch((int)K, (int)T));
+        CARVE(m->ts[i].attend, FTV_ATTEND_SCRATCH(ldk, hd) * 4);
     }
+    const size_t phase = off;
+    CARVE(s->o, T * D * 4); /* attention */
+    for (size_t i = 0; i < n; i++) {
+        CARVE(m->ts[i].kt, hd * ldk * 4);
+        CARVE(m->ts[i].vh, T * hd * 4);
+    }
+    end = off;
+    /* MLP: each thread's tile as large as its share of the attention phase's room allows
+     * (hid, hq, hs and their alignment padding) */
+    const size_t room = (off - phase) / n;
+    size_t tile = room > 192 ? (room - 192) / (H * 5 + 4) : 0;
+    m->mlp_tile = (int)(tile < MLP_TILE_MIN ? MLP_TILE_MIN : tile > T ? T : tile);
+    off = phase;
+    for (size_t i = 0; i < n; i++) {
+        CARVE(m->ts[i].hid, (size_t)m->mlp_tile * H * 4);
+        CARVE(m->ts[i].hq, (size_t)m->mlp_tile * H);
+        CARVE(m->ts[i].hs, (size_t)m->mlp_tile * 4);
+    }
+    if (off > end) end = off;
+    off = phase; /* patch embedding */
+    CARVE(s->img_q, P * kp);
+    CARVE(s->img_s, (size_t)c->in_chans * 4);
+    if (off > end) end = off;
+#undef CARVE
     return end;
 }
 
-/* BitConv2d (kernel = stride = patch) on int8 per-channel input; writes token rows of x. */
-static void patch_embed(ftv_model *m, const float *img) {
+/* [*lo, *hi): thread i's part of [0, count) among n, cut at multiples of `align`. */
+static void split(int count, int align, int i, int n, int *lo, int *hi) {
+    const long units = (count + align - 1) / align;
+    *lo = (int)(units * i / n) * align;
+    *hi = (int)(units * (i + 1) / n) * align;
+    if (*lo > count) *lo = count;
+    if (*hi > count) *hi = count;
+}
+
+/* The image's per-channel int8 scales (int8 per (n, c): absmax over H and W), channels split
+ * among the threads. */
+static void image_scales(ftv_model *m, const float *img, int i, int n) {
+    const ftv_config *c = &m->cfg;
+    for (int ch = i; ch < c->in_chans; ch += n) {
+        const float *p = img + (size_t)ch * c->img_h * c->img_w;
+        float amax = 0.0f;
+        for (int j = 0; j < c->img_h * c->img_w; j++) if (fabsf(p[j]) > amax) amax = fabsf(p[j]);
+        m->s.img_s[ch] = 127.0f / (amax > m->quant_eps ? amax : m->quant_eps);
+    }
+}
+
+/* Tokens [t0, t1): BitConv2d (kernel = stride = patch) on the int8 patches, then the class
+ * token and the position embedding (timm's _pos_embed). */
+static void embed(ftv_model *m, const float *img, int t0, int t1, ftv_thread_state *ts) {
     const ftv_config *c = &m->cfg;
     ftv_state *s = &m->s;
     const int C = c->in_chans, H = c->img_h, W = c->img_w, ph = c->patch_h, pw = c->patch_w;
-    const int gw = W / pw, pp = ph * pw, kp = C * pp, D = c->embed_dim;
-    for (int ch = 0; ch < C; ch++) { /* int8 per (n, c): absmax over H and W */
-        const float *p = img + (size_t)ch * H * W;
-        float amax = 0.0f;
-        for (int i = 0; i < H * W; i++) if (fabsf(p[i]) > amax) amax = fabsf(p[i]);
-        s->img_s[ch] = 127.0f / (amax > m->quant_eps ? amax : m->quant_eps);
-    }
-    for (int pi = 0; pi < m->num_patches; pi++) { /* gather each patch in (C, ph, pw) order */
+    const int gw = W / pw, kp = C * ph * pw, D = c->embed_dim;
+    const int has_cls = (c->flags & FTV_FLAG_CLASS_TOKEN) != 0;
+    const int no_embed_class = (c->flags & FTV_FLAG_NO_EMBED_CLASS) != 0;
+    const int p0 = t0 - has_cls > 0 ? t0 - has_cls : 0, p1 = t1 - has_cls; /* patches of these tokens */
+    for (int pi = p0; pi < p1; pi++) { /* gather each patch in (C, ph, pw) order */
         int8_t *dst = s->img_q + (size_t)pi * kp;
         int y0 = (pi / gw) * ph, x0 = (pi % gw) * pw;
         for (int ch = 0; ch < C; ch++)
@@ -83,133 +118,160 @@ static void patch_embed(ftv_model *m, const float *img) {
                     *dst++ = (int8_t)(v > 127.0f ? 127 : (v < -128.0f ? -128 : (int)v));
                 }
     }
-    const int first = (c->flags & FTV_FLAG_CLASS_TOKEN) ? 1 : 0;
-    for (int o = 0; o < D; o++) {
-        ftv_tmat_decode_row(&m->w.patch, o, s->wrow);
-        float mult = ftv_fvec_get(&m->w.patch_cs, o);
-        float rs = ftv_fvec_get(&m->w.patch.row_scale, o);
-        float bias = m->w.patch_bias.n ? ftv_fvec_get(&m->w.patch_bias, o) : 0.0f;
-        for (int pi = 0; pi < m->num_patches; pi++) {
-            const int8_t *a = s->img_q + (size_t)pi * kp;
-            float y = 0.0f;
-            for (int ch = 0; ch < C; ch++) { /* each input channel has its own scale */
-                int32_t acc = 0;
-                for (int j = ch * pp; j < (ch + 1) * pp; j++) acc += (int32_t)a[j] * s->wrow[j];
-                y += (float)acc / s->img_s[ch];
-            }
-            s->x[(size_t)(first + pi) * D + o] = y / rs * mult + bias;
-        }
-    }
-}
-
-/* Class token and position embedding (timm's _pos_embed). */
-static void add_positions(ftv_model *m) {
-    const int D = m->cfg.embed_dim, T = m->cfg.num_tokens;
-    const int has_cls = (m->cfg.flags & FTV_FLAG_CLASS_TOKEN) != 0;
-    const int no_embed_class = (m->cfg.flags & FTV_FLAG_NO_EMBED_CLASS) != 0;
-    float *x = m->s.x;
-    if (has_cls)
-        for (int j = 0; j < D; j++) x[j] = ftv_fvec_get(&m->w.cls, j);
-    for (int t = 0; t < T; t++) {
+    if (p1 > p0)
+        m->kernels->patch_gemm(&m->w.patch, 0, D, s->img_q + (size_t)p0 * kp, s->img_s, C, p1 - p0, &m->w.patch_cs,
+                               &m->w.patch_bias, s->x + (size_t)(p0 + has_cls) * D, D, ts->gemm);
+    float *x = s->x;
+    for (int t = t0; t < t1; t++) {
+        if (has_cls && t == 0)
+            for (int j = 0; j < D; j++) x[j] = ftv_fvec_get(&m->w.cls, j);
         int p = (has_cls && no_embed_class) ? t - 1 : t; /* row of pos_embed, -1: none */
         if (p < 0) continue;
         for (int j = 0; j < D; j++) x[(size_t)t * D + j] += ftv_fvec_get(&m->w.pos, p * D + j);
     }
 }
 
-/* x <- x + ls1 * proj(attention(qkv(norm1(x)))) */
-static void attention(ftv_model *m, const ftv_block *b) {
+/* Queries, keys (transposed) and values of rows [r0, r1) of head h's (head_dim) rows. */
+static void project_head(ftv_model *m, const ftv_block *b, int h, int r0, int r1, float *kt, float *vh,
+                         ftv_thread_state *ts) {
     const int D = m->cfg.embed_dim, T = m->cfg.num_tokens, hd = m->head_dim;
+    const ftv_kernels *k = m->kernels;
     ftv_state *s = &m->s;
-    for (int t = 0; t < T; t++) {
-        ftv_layernorm(s->x + (size_t)t * D, &b->norm1_g, &b->norm1_b, m->ln_eps, D, s->row);
-        s->xs[t] = ftv_rmsnorm_quant(s->row, &b->qkv_rms, m->rms_eps, m->quant_eps, D, s->xq + (size_t)t * D);
-    }
-    const float scale = 1.0f / sqrtf((float)hd);
-    for (int h = 0; h < m->cfg.num_heads; h++) {
-        /* queries of head h go to its own columns of o, overwritten token by token below */
-        ftv_tgemm(&b->qkv, h * hd, (h + 1) * hd, s->xq, s->xs, T, s->o + h * hd, D, s->wrow, 0, NULL);
-        ftv_tgemm(&b->qkv, D + h * hd, D + (h + 1) * hd, s->xq, s->xs, T, s->kh, hd, s->wrow, 0, NULL);
-        ftv_tgemm(&b->qkv, 2 * D + h * hd, 2 * D + (h + 1) * hd, s->xq, s->xs, T, s->vh, hd, s->wrow, 0, NULL);
-        for (int i = 0; i < T; i++) {
-            float *out = s->o + (size_t)i * D + h * hd;
-            memcpy(s->qh, out, (size_t)hd * sizeof(float));
-            for (int j = 0; j < T; j++) {
-                const float *k = s->kh + (size_t)j * hd;
-                float dot = 0.0f;
-                for (int d = 0; d < hd; d++) dot += s->qh[d] * k[d];
-                s->att[j] = dot * scale;
-            }
-            ftv_softmax(s->att, T);
-            for (int d = 0; d < hd; d++) out[d] = 0.0f;
-            for (int j = 0; j < T; j++) {
-                const float *v = s->vh + (size_t)j * hd;
-                const float p = s->att[j];
-                for (int d = 0; d < hd; d++) out[d] += p * v[d];
-            }
-        }
-    }
-    for (int t = 0; t < T; t++)
-        s->xs[t] = ftv_rmsnorm_quant(s->o + (size_t)t * D, &b->proj_rms, m->rms_eps, m->quant_eps, D,
-                                     s->xq + (size_t)t * D);
-    ftv_tgemm(&b->proj, 0, D, s->xq, s->xs, T, s->x, D, s->wrow, 1, &b->ls1);
+    const int q = h * hd + r0, kk = D + q, v = 2 * D + q, nr = r1 - r0;
+    if (nr <= 0) return;
+    k->tgemm(&b->qkv, q, q + nr, s->xq, s->xs, T, s->o + q, D, 1, ts->gemm, 0, NULL); /* into o's columns */
+    k->tgemm(&b->qkv, kk, kk + nr, s->xq, s->xs, T, kt + (size_t)r0 * m->ldk, 1, m->ldk, ts->gemm, 0, NULL);
+    k->tgemm(&b->qkv, v, v + nr, s->xq, s->xs, T, vh + r0, hd, 1, ts->gemm, 0, NULL);
 }
 
-/* x <- x + ls2 * fc2(gelu(fc1(norm2(x)))), one tile of tokens at a time */
-static void mlp(ftv_model *m, const ftv_block *b) {
-    const int D = m->cfg.embed_dim, T = m->cfg.num_tokens, H = m->cfg.mlp_hidden;
+/* Queries [q0, q1) of head h: each query's output replaces it in o. */
+static void attend_head(ftv_model *m, int h, int q0, int q1, const float *kt, const float *vh,
+                        ftv_thread_state *ts) {
+    const int D = m->cfg.embed_dim, T = m->cfg.num_tokens, hd = m->head_dim;
+    float *qo = m->s.o + (size_t)q0 * D + h * hd;
+    if (q1 > q0)
+        m->kernels->attend(qo, D, kt, m->ldk, vh, hd, T, hd, 1.0f / sqrtf((float)hd), qo, D, q1 - q0, ts->attend);
+}
+
+/* x <- x + ls1 * proj(attention(qkv(norm1(x)))); this thread's tokens are [t0, t1). */
+static void attention(ftv_model *m, const ftv_block *b, int i, int n, int t0, int t1) {
+    const int D = m->cfg.embed_dim, T = m->cfg.num_tokens, hd = m->head_dim, heads = m->cfg.num_heads;
+    const ftv_kernels *k = m->kernels;
     ftv_state *s = &m->s;
-    for (int t0 = 0; t0 < T; t0 += m->mlp_tile) {
-        int n = T - t0 < m->mlp_tile ? T - t0 : m->mlp_tile;
-        for (int i = 0; i < n; i++) {
-            ftv_layernorm(s->x + (size_t)(t0 + i) * D, &b->norm2_g, &b->norm2_b, m->ln_eps, D, s->row);
-            s->xs[i] = ftv_rmsnorm_quant(s->row, &b->fc1_rms, m->rms_eps, m->quant_eps, D, s->xq + (size_t)i * D);
+    ftv_thread_state *ts = &m->ts[i];
+    for (int t = t0; t < t1; t++) {
+        k->layernorm(s->x + (size_t)t * D, &b->norm1_g, &b->norm1_b, m->ln_eps, D, ts->row);
+        s->xs[t] = k->rmsnorm_quant(ts->row, &b->qkv_rms, m->rms_eps, m->quant_eps, D, s->xq + (size_t)t * D);
+    }
+    ftv_pool_barrier(m->pool); /* the qkv input of every token is ready */
+    const int whole = heads / n * n; /* heads taken whole, one thread each */
+    for (int h = i; h < whole; h += n) {
+        project_head(m, b, h, 0, hd, ts->kt, ts->vh, ts);
+        attend_head(m, h, 0, T, ts->kt, ts->vh, ts);
+    }
+    for (int h = whole; h < heads; h++) { /* the rest: every thread a part of each */
+        float *kt = m->ts[0].kt, *vh = m->ts[0].vh;
+        int r0, r1, q0, q1;
+        split(hd, ROW_ALIGN, i, n, &r0, &r1);
+        split(T, 1, i, n, &q0, &q1);
+        ftv_pool_barrier(m->pool); /* thread 0's keys and values are free */
+        project_head(m, b, h, r0, r1, kt, vh, ts);
+        ftv_pool_barrier(m->pool);
+        attend_head(m, h, q0, q1, kt, vh, ts);
+    }
+    ftv_pool_barrier(m->pool); /* every head's output is in o */
+    for (int t = t0; t < t1; t++)
+        s->xs[t] = k->rmsnorm_quant(s->o + (size_t)t * D, &b->proj_rms, m->rms_eps, m->quant_eps, D,
+                                    s->xq + (size_t)t * D);
+    ftv_pool_barrier(m->pool); /* o is read: the MLP tiles may overwrite it */
+    if (t1 > t0)
+        k->tgemm(&b->proj, 0, D, s->xq + (size_t)t0 * D, s->xs + t0, t1 - t0, s->x + (size_t)t0 * D, D, 1, ts->gemm,
+                 1, &b->ls1);
+}
+
+/* x <- x + ls2 * fc2(gelu(fc1(norm2(x)))) for tokens [t0, t1), in balanced tiles. */
+static void mlp(ftv_model *m, const ftv_block *b, int i, int t0, int t1) {
+    const int D = m->cfg.embed_dim, H = m->cfg.mlp_hidden, count = t1 - t0;
+    const ftv_kernels *k = m->kernels;
+    ftv_state *s = &m->s;
+    ftv_thread_state *ts = &m->ts[i];
+    if (count <= 0) return;
+    const int tiles = (count + m->mlp_tile - 1) / m->mlp_tile, tile = (count + tiles - 1) / tiles;
+    for (int a = t0; a < t1; a += tile) {
+        const int nt = t1 - a < tile ? t1 - a : tile;
+        for (int r = 0; r < nt; r++) {
+            k->layernorm(s->x + (size_t)(a + r) * D, &b->norm2_g, &b->norm2_b, m->ln_eps, D, ts->row);
+            s->xs[a + r] = k->rmsnorm_quant(ts->row, &b->fc1_rms, m->rms_eps, m->quant_eps, D, s->xq + (size_t)(a + r) * D);
         }
-        ftv_tgemm(&b->fc1, 0, H, s->xq, s->xs, n, s->hid, H, s->wrow, 0, NULL);
-        ftv_gelu(s->hid, n * H);
-        for (int i = 0; i < n; i++)
-            s->hs[i] = ftv_rmsnorm_quant(s->hid + (size_t)i * H, &b->fc2_rms, m->rms_eps, m->quant_eps, H,
-                                         s->hq + (size_t)i * H);
-        ftv_tgemm(&b->fc2, 0, D, s->hq, s->hs, n, s->x + (size_t)t0 * D, D, s->wrow, 1, &b->ls2);
+        k->tgemm(&b->fc1, 0, H, s->xq + (size_t)a * D, s->xs + a, nt, ts->hid, H, 1, ts->gemm, 0, NULL);
+        for (int r = 0; r < nt; r++) {
+            k->gelu(ts->hid + (size_t)r * H, H);
+            ts->hs[r] = k->rmsnorm_quant(ts->hid + (size_t)r * H, &b->fc2_rms, m->rms_eps, m->quant_eps, H,
+                                         ts->hq + (size_t)r * H);
+        }
+        k->tgemm(&b->fc2, 0, D, ts->hq, ts->hs, nt, s->x + (size_t)a * D, D, 1, ts->gemm, 1, &b->ls2);
     }
 }
 
-ftv_status ftv_model_forward(ftv_model *m, const float *image, float *logits) {
-    if (!m || !image || !logits) return FTV_ERR_ARG;
+/* Final norm, pooling, fc_norm and head, on one thread (a few thousand operations). */
+static void head(ftv_model *m, float *logits) {
     const ftv_config *c = &m->cfg;
+    const ftv_kernels *k = m->kernels;
     const int D = c->embed_dim, T = c->num_tokens;
     ftv_state *s = &m->s;
-    memset(s->x, 0, (size_t)T * D * sizeof(float));
-    patch_embed(m, image);
-    add_positions(m);
-    for (int l = 0; l < c->depth; l++) {
-        attention(m, &m->w.blocks[l]);
-        mlp(m, &m->w.blocks[l]);
-    }
+    float *row = m->ts[0].row;
     /* pool: the class token, or the mean of the (normalized) patch tokens */
     float *pooled = s->o; /* free now: (dim) */
     const int avg = (c->flags & FTV_FLAG_AVG_POOL) != 0, final_norm = m->w.norm_g.rows > 0;
     const int first = (c->flags & FTV_FLAG_CLASS_TOKEN) ? 1 : 0;
     if (!avg) {
-        if (final_norm) ftv_layernorm(s->x, &m->w.norm_g, &m->w.norm_b, m->ln_eps, D, pooled);
+        if (final_norm) k->layernorm(s->x, &m->w.norm_g, &m->w.norm_b, m->ln_eps, D, pooled);
         else memcpy(pooled, s->x, (size_t)D * sizeof(float));
     } else {
         for (int j = 0; j < D; j++) pooled[j] = 0.0f;
         for (int t = first; t < T; t++) {
             const float *xt = s->x + (size_t)t * D;
             if (final_norm) {
-                ftv_layernorm(xt, &m->w.norm_g, &m->w.norm_b, m->ln_eps, D, s->row);
-                xt = s->row;
+                k->layernorm(xt, &m->w.norm_g, &m->w.norm_b, m->ln_eps, D, row);
+                xt = row;
             }
             for (int j = 0; j < D; j++) pooled[j] += xt[j];
         }
         for (int j = 0; j < D; j++) pooled[j] /= (float)(T - first);
     }
     if (m->w.fcn_g.rows > 0) {
-        ftv_layernorm(pooled, &m->w.fcn_g, &m->w.fcn_b, m->ln_eps, D, s->row);
-        memcpy(pooled, s->row, (size_t)D * sizeof(float));
+        k->layernorm(pooled, &m->w.fcn_g, &m->w.fcn_b, m->ln_eps, D, row);
+        memcpy(pooled, row, (size_t)D * sizeof(float));
     }
-    s->xs[0] = ftv_rmsnorm_quant(pooled, &m->w.head_rms, m->rms_eps, m->quant_eps, D, s->xq);
-    ftv_tgemm(&m->w.head, 0, c->num_classes, s->xq, s->xs, 1, logits, c->num_classes, s->wrow, 0, NULL);
+    s->xs[0] = k->rmsnorm_quant(pooled, &m->w.head_rms, m->rms_eps, m->quant_eps, D, s->xq);
+    k->tgemm(&m->w.head, 0, c->num_classes, s->xq, s->xs, 1, logits, c->num_classes, 1, m->ts[0].gemm, 0, NULL);
+}
+
+typedef struct {
+    ftv_model *m;
+    const float *image;
+    float *logits;
+} forward_job;
+
+static void forward_worker(void *ctx, int i, int n) {
+    forward_job *job = (forward_job *)ctx;
+    ftv_model *m = job->m;
+    int t0, t1;
+    split(m->cfg.num_tokens, 1, i, n, &t0, &t1); /* this thread's tokens */
+    image_scales(m, job->image, i, n);
+    ftv_pool_barrier(m->pool);
+    embed(m, job->image, t0, t1, &m->ts[i]);
+    for (int l = 0; l < m->cfg.depth; l++) {
+        attention(m, &m->w.blocks[l], i, n, t0, t1);
+        mlp(m, &m->w.blocks[l], i, t0, t1);
+    }
+    ftv_pool_barrier(m->pool); /* every token's row of x is final */
+    if (i == 0) head(m, job->logits);
+}
+
+ftv_status ftv_model_forward(ftv_model *m, const float *image, float *logits) {
+    if (!m || !image || !logits) return FTV_ERR_ARG;
+    forward_job job = {m, image, logits};
+    ftv_pool_run(m->pool, forward_worker, &job);
     return FTV_OK;
 }

@@ -2,7 +2,10 @@
 #include "ftv_kernels.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "ftv_math.h"
 
 float ftv_fvec_get(const ftv_fvec *v, int i) {
     /* memcpy: file data may sit at any address (a Python bytes object, flash). */
@@ -34,9 +37,9 @@ float ftv_tvec_get(const ftv_tmat *m, int i) {
 
 float ftv_rmsnorm_quant(const float *x, const ftv_fvec *g, float rms_eps, float quant_eps,
                         int k, int8_t *q) {
-    float ss = 0.0f;
-    for (int j = 0; j < k; j++) ss += x[j] * x[j];
-    float r = 1.0f / sqrtf(ss / (float)k + rms_eps);
+    float part[FTV_LANES] = {0};
+    for (int j = 0; j < k; j++) part[j % FTV_LANES] += x[j] * x[j];
+    float r = 1.0f / sqrtf(ftv_lanes_sum(part) / (float)k + rms_eps);
     float amax = 0.0f;
     for (int j = 0; j < k; j++) {
         float h = x[j] * r * ftv_fvec_get(g, j);
@@ -52,9 +55,11 @@ float ftv_rmsnorm_quant(const float *x, const ftv_fvec *g, float rms_eps, float 
     return s;
 }
 
-void ftv_tgemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const float *xs, int tokens,
-               float *y, int ldy, int8_t *row, int accumulate, const ftv_fvec *gamma) {
+void ftv_tgemm_strided(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const float *xs,
+                       int tokens, float *y, int ldt, int ldo, void *scratch, int accumulate,
+                       const ftv_fvec *gamma) {
     const int k = w->k;
+    int8_t *row = (int8_t *)scratch;
     for (int o = o0; o < o1; o++) {
         ftv_tmat_decode_row(w, o, row); /* decoded once, reused by every token */
         float g = (accumulate && gamma && gamma->n) ? ftv_fvec_get(gamma, o) : 1.0f;
@@ -63,25 +68,51 @@ void ftv_tgemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const float 
             int32_t acc = 0; /* |acc| <= 128 * k: fits for k < 2^24 */
             for (int j = 0; j < k; j++) acc += (int32_t)a[j] * row[j];
             float v = (float)acc / (xs[t] * w->scale);
-            float *dst = y + (size_t)t * ldy + (o - o0);
+            float *dst = y + (size_t)t * ldt + (size_t)(o - o0) * ldo;
             if (accumulate) *dst += g * v;
             else *dst = v;
         }
     }
 }
 
+void ftv_tgemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const float *xs, int tokens,
+               float *y, int ldy, int8_t *row, int accumulate, const ftv_fvec *gamma) {
+    ftv_tgemm_strided(w, o0, o1, xq, xs, tokens, y, ldy, 1, row, accumulate, gamma);
+}
+
+void ftv_patch_gemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const float *xs, int chans,
+                    int tokens, const ftv_fvec *cs, const ftv_fvec *bias, float *y, int ldy,
+                    void *scratch) {
+    const int k = w->k, pp = k / chans;
+    int8_t *row = (int8_t *)scratch;
+    for (int o = o0; o < o1; o++) {
+        ftv_tmat_decode_row(w, o, row);
+        float mult = ftv_fvec_get(cs, o), rs = ftv_fvec_get(&w->row_scale, o);
+        float b = bias->n ? ftv_fvec_get(bias, o) : 0.0f;
+        for (int t = 0; t < tokens; t++) {
+            const int8_t *a = xq + (size_t)t * k;
+            float sum = 0.0f;
+            for (int ch = 0; ch < chans; ch++) { /* each input channel has its own scale */
+                int32_t acc = 0;
+                for (int j = ch * pp; j < (ch + 1) * pp; j++) acc += (int32_t)a[j] * row[j];
+                sum += (float)acc / xs[ch];
+            }
+            y[(size_t)t * ldy + (o - o0)] = sum / rs * mult + b;
+        }
+    }
+}
+
 void ftv_layernorm(const float *x, const ftv_tmat *gamma, const ftv_tmat *beta, float eps, int n,
                    float *out) {
-    float mean = 0.0f;
-    for (int j = 0; j < n; j++) mean += x[j];
-    mean /= (float)n;
-    float var = 0.0f;
+    float part[FTV_LANES] = {0};
+    for (int j = 0; j < n; j++) part[j % FTV_LANES] += x[j];
+    float mean = ftv_lanes_sum(part) / (float)n;
+    memset(part, 0, sizeof part);
     for (int j = 0; j < n; j++) {
         float d = x[j] - mean;
-        var += d * d;
+        part[j % FTV_LANES] += d * d;
     }
-    var /= (float)n;
-    float r = 1.0f / sqrtf(var + eps);
+    float r = 1.0f / sqrtf(ftv_lanes_sum(part) / (float)n + eps);
     for (int j = 0; j < n; j++) {
         float gv = gamma ? ftv_tvec_get(gamma, j) : 1.0f;
         float bv = beta ? ftv_tvec_get(beta, j) : 0.0f;
@@ -92,15 +123,61 @@ void ftv_layernorm(const float *x, const ftv_tmat *gamma, const ftv_tmat *beta, 
 void ftv_softmax(float *x, int n) {
     float mx = x[0];
     for (int j = 1; j < n; j++) if (x[j] > mx) mx = x[j];
-    float sum = 0.0f;
+    float part[FTV_LANES] = {0};
     for (int j = 0; j < n; j++) {
-        x[j] = expf(x[j] - mx);
-        sum += x[j];
+        x[j] = ftv_expf(x[j] - mx);
+        part[j % FTV_LANES] += x[j];
     }
-    float inv = 1.0f / sum;
+    float inv = 1.0f / ftv_lanes_sum(part);
     for (int j = 0; j < n; j++) x[j] *= inv;
 }
 
 void ftv_gelu(float *x, int n) {
-    for (int j = 0; j < n; j++) x[j] = 0.5f * x[j] * (1.0f + erff(x[j] * 0.70710678118654752f));
+    for (int j = 0; j < n; j++) x[j] = 0.5f * x[j] * (1.0f + ftv_erff(x[j] * 0.70710678118654752f));
+}
+
+void ftv_attend(const float *q, int ldq, const float *kt, int ldk, const float *v, int ldv, int tokens,
+                int hd, float scale, float *out, int ldo, int nq, float *scratch) {
+    float *att = scratch, *qh = scratch + ldk;
+    for (int i = 0; i < nq; i++) {
+        memcpy(qh, q + (size_t)i * ldq, (size_t)hd * sizeof(float)); /* out may overwrite q */
+        /* d outer, keys inner: each score still sums q[d] * k[d] in the order d = 0, 1, ... */
+        for (int j = 0; j < tokens; j++) att[j] = 0.0f;
+        for (int d = 0; d < hd; d++) {
+            const float qd = qh[d], *kd = kt + (size_t)d * ldk;
+            for (int j = 0; j < tokens; j++) att[j] += qd * kd[j];
+        }
+        for (int j = 0; j < tokens; j++) att[j] *= scale;
+        ftv_softmax(att, tokens);
+        float *o = out + (size_t)i * ldo;
+        for (int d = 0; d < hd; d++) o[d] = 0.0f;
+        for (int j = 0; j < tokens; j++) {
+            const float p = att[j], *vj = v + (size_t)j * ldv;
+            for (int d = 0; d < hd; d++) o[d] += p * vj[d];
+        }
+    }
+}
+
+static size_t scalar_gemm_scratch(int k, int tokens) {
+    (void)tokens;
+    return (size_t)k; /* one decoded row */
+}
+
+static size_t scalar_repack(const ftv_tmat *w, int values, void *dst) {
+    (void)w, (void)values, (void)dst;
+    return 0; /* reads the file's codes in place (flash on a microcontroller) */
+}
+
+const ftv_kernels ftv_kernels_scalar = {
+    "scalar",           scalar_gemm_scratch, scalar_repack, ftv_tgemm_strided, ftv_patch_gemm,
+    ftv_rmsnorm_quant,  ftv_layernorm,       ftv_gelu,      ftv_attend,
+};
+
+const ftv_kernels *ftv_kernels_select(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    const char *force = getenv("FTV_FORCE_SCALAR");
+    const ftv_kernels *avx2 = ftv_kernels_avx2();
+    if (avx2 && !(force && force[0] && strcmp(force, "0") != 0)) return avx2;
+#endif
+    return &ftv_kernels_scalar;
 }

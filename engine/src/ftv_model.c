@@ -302,6 +302,67 @@ static ftv_status bind_class_names(loader *L, ftv_model *m) {
     return FTV_OK;
 }
 
+/* Repacks one tensor at dst (or only sizes it when dst is NULL); returns its aligned size. */
+static size_t repack_one(const ftv_kernels *k, ftv_tmat *t, int values, uint8_t *dst) {
+    size_t bytes = k->repack(t, values, NULL);
+    if (dst && bytes && k->repack(t, values, dst) == bytes) t->repack = dst;
+    return (bytes + 63u) & ~(size_t)63u;
+}
+
+/* The kernels' own copies of the ternary tensors (AVX2: every matrix in its 2-bit layout,
+ * every LayerNorm vector as floats), one after the other from dst; returns their size. */
+static size_t repack_all(ftv_model *m, uint8_t *dst) {
+    enum { MATRIX = 0, VALUES = 1 };
+    ftv_weights *w = &m->w;
+    size_t off = 0;
+#define ONE(t, v) (off += repack_one(m->kernels, (t), (v), dst ? dst + off : NULL))
+    ONE(&w->patch, MATRIX);
+    ONE(&w->head, MATRIX);
+    if (w->norm_g.rows) ONE(&w->norm_g, VALUES), ONE(&w->norm_b, VALUES);
+    if (w->fcn_g.rows) ONE(&w->fcn_g, VALUES), ONE(&w->fcn_b, VALUES);
+    for (int l = 0; l < m->cfg.depth; l++) {
+        ftv_block *b = &w->blocks[l];
+        ONE(&b->norm1_g, VALUES), ONE(&b->norm1_b, VALUES), ONE(&b->qkv, MATRIX), ONE(&b->proj, MATRIX);
+        ONE(&b->norm2_g, VALUES), ONE(&b->norm2_b, VALUES), ONE(&b->fc1, MATRIX), ONE(&b->fc2, MATRIX);
+    }
+#undef ONE
+    return off;
+}
+
+static ftv_status repack_weights(loader *L, ftv_model *m) {
+    size_t total = repack_all(m, NULL);
+    if (total == 0) return FTV_OK; /* scalar kernels: the file's codes, read in place */
+    m->repacked = malloc(total + 64);
+    if (!m->repacked) return fail(L, FTV_ERR_NOMEM, "cannot allocate %zu bytes of repacked weights", total);
+    m->repacked_bytes = total;
+    repack_all(m, (uint8_t *)(((uintptr_t)m->repacked + 63u) & ~(uintptr_t)63u));
+    return FTV_OK;
+}
+
+/* (Re)allocate the arena for n threads; on failure the model keeps the arena it had. */
+static ftv_status layout_arena(ftv_model *m, int n) {
+    const int old_threads = m->threads, old_tile = m->mlp_tile;
+    m->threads = n;
+    const size_t bytes = ftv_state_layout(m, NULL); /* also sets mlp_tile */
+    ftv_thread_state *ts = (ftv_thread_state *)calloc((size_t)n, sizeof *ts);
+    /* zeroed: the padding columns of the transposed keys are read (and their scores unused) */
+    void *arena = calloc(1, bytes + 64);
+    if (!ts || !arena) {
+        free(ts);
+        free(arena);
+        m->threads = old_threads;
+        m->mlp_tile = old_tile;
+        return FTV_ERR_NOMEM;
+    }
+    free(m->ts);
+    free(m->arena);
+    m->ts = ts;
+    m->arena = arena;
+    m->arena_bytes = bytes;
+    ftv_state_layout(m, (void *)(((uintptr_t)arena + 63u) & ~(uintptr_t)63u));
+    return FTV_OK;
+}
+
 static ftv_status load(loader *L, ftv_model *m) {
     const uint16_t probe = 1;
     if (*(const uint8_t *)&probe != 1) return fail(L, FTV_ERR_FORMAT, "big-endian hosts are not supported");
@@ -318,11 +379,10 @@ static ftv_status load(loader *L, ftv_model *m) {
     if (!m->w.blocks) return fail(L, FTV_ERR_NOMEM, "out of memory");
     TRY(bind_all(L, m));
     TRY(bind_class_names(L, m));
-    m->mlp_tile = m->cfg.num_tokens < 16 ? m->cfg.num_tokens : 16;
-    m->arena_bytes = ftv_state_layout(m, NULL);
-    m->arena = malloc(m->arena_bytes + 64);
-    if (!m->arena) return fail(L, FTV_ERR_NOMEM, "cannot allocate the %zu-byte arena", m->arena_bytes);
-    ftv_state_layout(m, (void *)(((uintptr_t)m->arena + 63u) & ~(uintptr_t)63u));
+    m->kernels = ftv_kernels_select();
+    TRY(repack_weights(L, m));
+    m->ldk = (m->cfg.num_tokens + 7) & ~7;
+    if (layout_arena(m, 1) != FTV_OK) return fail(L, FTV_ERR_NOMEM, "cannot allocate the arena");
     return FTV_OK;
 }
 
@@ -366,8 +426,31 @@ ftv_status ftv_model_load_file(const char *path, ftv_model **out, char *err, siz
     return FTV_OK;
 }
 
+ftv_status ftv_model_set_threads(ftv_model *m, int n) {
+    if (!m || n < 1 || n > FTV_MAX_THREADS) return FTV_ERR_ARG;
+    if (n == m->threads) return FTV_OK;
+    ftv_pool *pool;
+    if (ftv_pool_create(n, &pool) != 0) return n > 1 && !FTV_HAVE_THREADS ? FTV_ERR_ARG : FTV_ERR_NOMEM;
+    if (layout_arena(m, n) != FTV_OK) {
+        ftv_pool_free(pool);
+        return FTV_ERR_NOMEM;
+    }
+    ftv_pool_free(m->pool);
+    m->pool = pool;
+    return FTV_OK;
+}
+
+int ftv_model_threads(const ftv_model *m) { return m->threads; }
+
+const char *ftv_model_kernels(const ftv_model *m) { return m->kernels->name; }
+
+size_t ftv_model_repacked_bytes(const ftv_model *m) { return m->repacked_bytes; }
+
 void ftv_model_free(ftv_model *m) {
     if (!m) return;
+    ftv_pool_free(m->pool);
+    free(m->ts);
+    free(m->repacked);
     free(m->w.blocks);
     free(m->arena);
     free((void *)m->class_names);

@@ -5,6 +5,7 @@
 
 #include "ftervit.h"
 #include "ftv_kernels.h"
+#include "ftv_threads.h"
 
 typedef struct {
     ftv_tmat norm1_g, norm1_b;
@@ -39,35 +40,46 @@ typedef struct {
     float *x;      /* (tokens, dim) residual stream */
     int8_t *xq;    /* (tokens, dim) int8 input of a BitLinear */
     float *xs;     /* (tokens) its per-token scales */
-    float *row;    /* (max(dim, hidden)) one normalized row */
-    int8_t *wrow;  /* (max k) one decoded ternary row */
-    /* attention phase */
-    float *o;      /* (tokens, dim) attention output, q of the current head before that */
-    float *kh, *vh; /* (tokens, head_dim) keys and values of one head */
-    float *att;    /* (tokens) one row of attention probabilities */
-    float *qh;     /* (head_dim) the current query */
-    /* MLP phase: a tile of tokens */
-    float *hid;    /* (tile, hidden) */
-    int8_t *hq;    /* (tile, hidden) */
-    float *hs;     /* (tile) */
-    /* patch-embedding phase */
-    int8_t *img_q; /* (patches, in_chans * patch_h * patch_w) */
+    float *o;      /* (tokens, dim) attention output, the queries of each head before that */
+    int8_t *img_q; /* (patches, in_chans * patch_h * patch_w) patch-embedding phase */
     float *img_s;  /* (in_chans) */
 } ftv_state;
+
+/* What each thread owns in the arena: scratch, and its buffers of the attention phase (one
+ * head's keys and values) and of the MLP phase (a tile of its tokens), which share bytes. */
+typedef struct {
+    float *row;    /* (max(dim, hidden)) one normalized row */
+    void *gemm;    /* kernels->gemm_scratch(max k, tokens) bytes */
+    float *attend; /* FTV_ATTEND_SCRATCH(ldk, head_dim) floats */
+    float *kt;     /* (head_dim, ldk) keys of one head, transposed */
+    float *vh;     /* (tokens, head_dim) values of one head */
+    float *hid;    /* (mlp_tile, hidden) */
+    int8_t *hq;    /* (mlp_tile, hidden) */
+    float *hs;     /* (mlp_tile) */
+} ftv_thread_state;
 
 struct ftv_model {
     ftv_config cfg;
     float ln_eps, rms_eps, quant_eps;
-    int head_dim, num_patches, pos_len, mlp_tile, max_k;
+    int head_dim, num_patches, pos_len, max_k;
+    int mlp_tile; /* most tokens of one thread's MLP tile */
+    int ldk; /* row stride of the transposed keys: tokens rounded up to 8 */
     ftv_weights w;
     ftv_state s;
+    const ftv_kernels *kernels;
+    int threads;
+    ftv_pool *pool;          /* NULL with one thread */
+    ftv_thread_state *ts;    /* (threads) */
+    void *repacked;          /* the kernels' copies of the weights (ftv_kernels.repack), or NULL */
+    size_t repacked_bytes;
     void *arena;
     size_t arena_bytes;
     uint8_t *owned_file; /* the file image when loaded from a path */
     const char **class_names; /* (classes) into the file image, NULL when absent */
 };
 
-/* Lay out the run state in an arena; returns the bytes needed (arena may be NULL to size). */
+/* Lay out the run state of m->threads threads in an arena; returns the bytes needed (arena
+ * may be NULL to size). */
 size_t ftv_state_layout(ftv_model *m, void *arena);
 
 #endif

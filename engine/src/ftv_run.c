@@ -1,6 +1,6 @@
 /* ftervit-run: classify images with a .ftv model.
  *
- *   ftervit-run [-k N] [--logits] MODEL.ftv INPUT...
+ *   ftervit-run [-k N] [-t THREADS] [--logits] MODEL.ftv INPUT...
  *
  * INPUT is a binary PPM (P6) or PGM (P5) image of exactly the model's size, normalized with
  * the file's mean/std, or a raw float32 tensor (C, H, W) already normalized (any other
@@ -86,15 +86,17 @@ static int load_input(const char *path, const ftv_config *c, float *img) {
 }
 
 int main(int argc, char **argv) {
-    int topk = 5, print_logits = 0, argi = 1;
+    int topk = 5, threads = 1, print_logits = 0, argi = 1;
     for (; argi < argc && argv[argi][0] == '-'; argi++) {
         if (strcmp(argv[argi], "-k") == 0 && argi + 1 < argc) topk = atoi(argv[++argi]);
+        else if (strcmp(argv[argi], "-t") == 0 && argi + 1 < argc) threads = atoi(argv[++argi]);
         else if (strcmp(argv[argi], "--logits") == 0) print_logits = 1;
         else break;
     }
-    if (argc - argi < 2 || topk < 1) {
-        fprintf(stderr, "usage: ftervit-run [-k N] [--logits] MODEL.ftv INPUT...\n"
-                        "  INPUT: binary PPM/PGM of the model's size, or raw float32 (C,H,W) normalized\n");
+    if (argc - argi < 2 || topk < 1 || threads < 1) {
+        fprintf(stderr, "usage: ftervit-run [-k N] [-t THREADS] [--logits] MODEL.ftv INPUT...\n"
+                        "  INPUT: binary PPM/PGM of the model's size, or raw float32 (C,H,W) normalized\n"
+                        "  -t: threads of the forward pass (default 1; the logits do not depend on it)\n");
         return 2;
     }
     char err[256];
@@ -102,6 +104,11 @@ int main(int argc, char **argv) {
     ftv_status st = ftv_model_load_file(argv[argi], &m, err, sizeof err);
     if (st != FTV_OK) {
         fprintf(stderr, "ftervit-run: %s: %s (%s)\n", argv[argi], err, ftv_status_string(st));
+        return 1;
+    }
+    if (threads != 1 && (st = ftv_model_set_threads(m, threads)) != FTV_OK) {
+        fprintf(stderr, "ftervit-run: -t %d: %s\n", threads, ftv_status_string(st));
+        ftv_model_free(m);
         return 1;
     }
     const ftv_config *c = ftv_model_config(m);

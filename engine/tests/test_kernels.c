@@ -1,11 +1,16 @@
-/* Unit tests of the scalar kernels against naive re-computations (run under ASan/UBSan by
- * `make test`). File-level tests (exported models, damaged files) are in tests/test_engine.py. */
+/* Unit tests of the kernels (run under ASan/UBSan by `make test`): the scalar kernels
+ * against naive re-computations, the AVX2 kernels (when the CPU has AVX2) against the scalar
+ * ones, bit for bit, on random and worst-case inputs, exp/erf/GELU against double precision,
+ * and the thread pool. File-level tests (exported models, damaged files, threads=2 and
+ * FTV_FORCE_SCALAR on whole models) are in tests/test_engine.py. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "ftv_kernels.h"
+#include "ftv_math.h"
+#include "ftv_threads.h"
 
 static int failures = 0, tests_passed = 0, tests_failed = 0;
 #define CHECK(cond, ...) do { if (!(cond)) { failures++; printf("FAIL %s:%d: ", __FILE__, __LINE__); \
@@ -37,7 +42,7 @@ static void test_decode_and_gemm(uint32_t kind, int rows, int k, int tokens, int
     for (int i = 0; i < tokens * k; i++) xq[i] = extreme ? (int8_t)(i % 2 ? -128 : 127) : (int8_t)(rnd(256) - 128);
     for (int t = 0; t < tokens; t++) xs[t] = 0.5f + (float)t;
     for (int r = 0; r < rows; r++) pack_row(q + (size_t)r * k, k, kind, packed + (size_t)r * rb, rb);
-    ftv_tmat m = {packed, rows, k, rb, kind, 2.0f, {NULL, 0, 0}};
+    ftv_tmat m = {packed, rows, k, rb, kind, 2.0f, {NULL, 0, 0}, NULL};
     for (int r = 0; r < rows; r++) {
         ftv_tmat_decode_row(&m, r, row);
         CHECK(memcmp(row, q + (size_t)r * k, (size_t)k) == 0, "decode kind %u row %d", kind, r);
@@ -87,6 +92,273 @@ static void test_softmax_gelu(void) {
     CHECK(fabsf(g[0] - (-0.158655254f)) < 1e-6f && g[1] == 0.0f && fabsf(g[2] - 1.954499736f) < 1e-6f, "gelu");
 }
 
+/* ---- AVX2 against scalar, bit for bit ------------------------------------------------ */
+
+static const ftv_kernels *simd; /* NULL when this CPU or build has no SIMD kernels */
+
+static float frand(float lo, float hi) { return lo + (hi - lo) * (float)rnd(1 << 20) / (float)(1 << 20); }
+
+/* A ternary matrix of codes q, packed as a file holds it; `fast` is the same with the SIMD
+ * kernels' repacked copy (when they make one). */
+typedef struct {
+    int8_t *q;
+    uint8_t *packed;
+    void *repacked;
+    ftv_tmat file, fast;
+} tmat_fixture;
+
+/* weights: 2 random, else every code equals `weights` (-1, 0, 1). */
+static void fixture_make(tmat_fixture *f, uint32_t kind, int rows, int k, int weights, float scale) {
+    int per = kind == FTV_KIND_TQ2 ? 4 : 5, rb = (k + per - 1) / per;
+    f->q = malloc((size_t)rows * k);
+    f->packed = malloc((size_t)rows * rb);
+    for (size_t i = 0; i < (size_t)rows * k; i++) f->q[i] = (int8_t)(weights == 2 ? rnd(3) - 1 : weights);
+    for (int r = 0; r < rows; r++) pack_row(f->q + (size_t)r * k, k, kind, f->packed + (size_t)r * rb, rb);
+    f->file = (ftv_tmat){f->packed, rows, k, rb, kind, scale, {NULL, 0, 0}, NULL};
+    f->fast = f->file;
+    f->repacked = NULL;
+    size_t bytes = simd->repack(&f->file, 0, NULL);
+    if (bytes) {
+        f->repacked = malloc(bytes);
+        CHECK(simd->repack(&f->file, 0, f->repacked) == bytes, "repack size");
+        f->fast.repack = f->repacked;
+    }
+}
+
+static void fixture_free(tmat_fixture *f) {
+    free(f->q);
+    free(f->packed);
+    free(f->repacked);
+}
+
+/* acts: 2 random, else every activation equals `acts`. */
+static void fill_acts(int8_t *xq, size_t n, int acts) {
+    for (size_t i = 0; i < n; i++) xq[i] = (int8_t)(acts == 2 ? rnd(256) - 128 : acts);
+}
+
+/* Both kernels on rows [o0, o1), output y[t*ldt + (o - o0)*ldo] (transposed when ldt = 1);
+ * with `accumulate`, onto the same random values with an FP16 or FP32 gamma. */
+static void check_tgemm(uint32_t kind, int rows, int k, int tokens, int o0, int o1, int transposed, int accumulate,
+                        int weights, int acts) {
+    tmat_fixture f;
+    fixture_make(&f, kind, rows, k, weights, 1.5f);
+    int8_t *xq = malloc((size_t)tokens * k);
+    fill_acts(xq, (size_t)tokens * k, acts);
+    float *xs = malloc(sizeof(float) * tokens);
+    for (int t = 0; t < tokens; t++) xs[t] = frand(0.1f, 3.0f);
+    const int n = o1 - o0, ldt = transposed ? 1 : n + 3, ldo = transposed ? tokens + 2 : 1;
+    const size_t ylen = transposed ? (size_t)n * ldo : (size_t)tokens * ldt;
+    float *y0 = malloc(sizeof(float) * ylen), *y1 = malloc(sizeof(float) * ylen);
+    for (size_t i = 0; i < ylen; i++) y0[i] = y1[i] = frand(-2.0f, 2.0f);
+    uint16_t g16[64];
+    float g32[64];
+    for (int i = 0; i < 64; i++) g32[i] = ftv_f16_to_f32(g16[i] = (uint16_t)(0x3000 + rnd(0x1000)));
+    ftv_fvec gamma = {rnd(2) ? (const uint8_t *)g16 : (const uint8_t *)g32, 0, rows <= 64 ? rows : 0};
+    gamma.is_f16 = gamma.data == (const uint8_t *)g16;
+    size_t sb = simd->gemm_scratch(k, tokens) > (size_t)k ? simd->gemm_scratch(k, tokens) : (size_t)k;
+    void *scratch = malloc(sb);
+    ftv_kernels_scalar.tgemm(&f.file, o0, o1, xq, xs, tokens, y0, ldt, ldo, scratch, accumulate, &gamma);
+    simd->tgemm(&f.fast, o0, o1, xq, xs, tokens, y1, ldt, ldo, scratch, accumulate, &gamma);
+    CHECK(memcmp(y0, y1, sizeof(float) * ylen) == 0, "tgemm kind %u rows %d k %d tokens %d [%d, %d) t%d a%d w%d x%d",
+          kind, rows, k, tokens, o0, o1, transposed, accumulate, weights, acts);
+    if (!accumulate) /* and both equal the exact integer sum */
+        for (int t = 0; t < tokens; t++)
+            for (int o = o0; o < o1; o++) {
+                long acc = 0;
+                for (int j = 0; j < k; j++) acc += (long)xq[(size_t)t * k + j] * f.q[(size_t)o * k + j];
+                float want = (float)acc / (xs[t] * 1.5f), got = y1[(size_t)t * ldt + (size_t)(o - o0) * ldo];
+                if (got != want) {
+                    CHECK(got == want, "tgemm exact t %d o %d: %g vs %g", t, o, got, want);
+                    t = tokens;
+                    break;
+                }
+            }
+    fixture_free(&f);
+    free(xq), free(xs), free(y0), free(y1), free(scratch);
+}
+
+static void test_simd_tgemm(void) {
+    for (uint32_t kind = FTV_KIND_TQ2; kind <= FTV_KIND_TQ1; kind++) {
+        check_tgemm(kind, 7, 13, 3, 0, 7, 0, 0, 2, 2);      /* k % 4: the SIMD kernels fall back */
+        check_tgemm(kind, 16, 384, 5, 0, 16, 0, 0, 2, 2);
+        check_tgemm(kind, 23, 100, 7, 0, 23, 0, 1, 2, 2);   /* k not a multiple of 16 or 32, rows of 8 */
+        check_tgemm(kind, 40, 1540, 13, 3, 37, 0, 1, 2, 2); /* unaligned row range, accumulate */
+        check_tgemm(kind, 64, 192, 11, 16, 48, 1, 0, 2, 2); /* transposed output (attention keys) */
+        check_tgemm(kind, 1, 4, 1, 0, 1, 0, 0, 2, 2);
+        check_tgemm(kind, 33, 64, 197, 0, 33, 0, 0, 2, 2);
+        /* int16 worst cases: every code 2 (q = +1) against every activation -128 puts exactly
+         * -32768 in each lane after 64 column groups; also +1 x 127, -1 x -128, -1 x 127 */
+        for (int w = -1; w <= 1; w += 2) {
+            check_tgemm(kind, 16, 1536, 6, 0, 16, 0, 0, w, -128);
+            check_tgemm(kind, 16, 1536, 6, 0, 16, 0, 0, w, 127);
+            check_tgemm(kind, 9, 1540, 7, 0, 9, 0, 0, w, -128);
+        }
+    }
+}
+
+static void test_simd_patch_gemm(void) {
+    for (uint32_t kind = FTV_KIND_TQ2; kind <= FTV_KIND_TQ1; kind++)
+        for (int with_bias = 0; with_bias <= 1; with_bias++) {
+            const int rows = 24, chans = 3, k = chans * 16, tokens = 9;
+            tmat_fixture f;
+            fixture_make(&f, kind, rows, k, 2, 0.0f);
+            float rs[24], cs[24];
+            uint16_t bias[24];
+            for (int r = 0; r < rows; r++) {
+                rs[r] = frand(0.5f, 2.0f), cs[r] = frand(0.5f, 2.0f);
+                bias[r] = (uint16_t)(0x2000 + rnd(0x3000)) | (uint16_t)(rnd(2) << 15);
+            }
+            f.file.row_scale = f.fast.row_scale = (ftv_fvec){(const uint8_t *)rs, 0, rows};
+            ftv_fvec csv = {(const uint8_t *)cs, 0, rows}, bv = {(const uint8_t *)bias, 1, with_bias ? rows : 0};
+            int8_t xq[9 * 48];
+            fill_acts(xq, sizeof xq, 2);
+            float xs[3] = {frand(1, 50), frand(1, 50), frand(1, 50)}, y0[9 * 24], y1[9 * 24];
+            void *scratch = malloc(simd->gemm_scratch(k, tokens) + (size_t)k);
+            ftv_kernels_scalar.patch_gemm(&f.file, 5, rows, xq, xs, chans, tokens, &csv, &bv, y0, rows, scratch);
+            simd->patch_gemm(&f.fast, 5, rows, xq, xs, chans, tokens, &csv, &bv, y1, rows, scratch);
+            for (int t = 0; t < tokens; t++)
+                CHECK(memcmp(y0 + t * rows, y1 + t * rows, sizeof(float) * (rows - 5)) == 0, "patch gemm kind %u t %d",
+                      kind, t);
+            fixture_free(&f);
+            free(scratch);
+        }
+}
+
+static void test_simd_rmsnorm_quant(void) {
+    const int ks[] = {1, 7, 8, 33, 100, 384, 1536};
+    for (size_t c = 0; c < sizeof ks / sizeof ks[0]; c++)
+        for (int f16 = 0; f16 <= 1; f16++) {
+            const int k = ks[c];
+            float *x = malloc(sizeof(float) * k), *g32 = malloc(sizeof(float) * k);
+            uint16_t *g16 = malloc(2 * (size_t)k);
+            int8_t *q0 = malloc((size_t)k), *q1 = malloc((size_t)k);
+            for (int j = 0; j < k; j++) {
+                x[j] = frand(-3.0f, 3.0f) * (j % 17 == 0 ? 20.0f : 1.0f);
+                g32[j] = ftv_f16_to_f32(g16[j] = (uint16_t)(0x3400 + rnd(0x800)));
+            }
+            ftv_fvec g = {f16 ? (const uint8_t *)g16 : (const uint8_t *)g32, f16, k};
+            float s0 = ftv_kernels_scalar.rmsnorm_quant(x, &g, 1e-5f, 1e-5f, k, q0);
+            float s1 = simd->rmsnorm_quant(x, &g, 1e-5f, 1e-5f, k, q1);
+            CHECK(s0 == s1 && memcmp(q0, q1, (size_t)k) == 0, "rmsnorm_quant k %d f16 %d", k, f16);
+            free(x), free(g32), free(g16), free(q0), free(q1);
+        }
+}
+
+static void test_simd_layernorm(void) {
+    const int ns[] = {5, 64, 192, 385};
+    for (size_t c = 0; c < sizeof ns / sizeof ns[0]; c++) {
+        const int n = ns[c];
+        tmat_fixture g, b;
+        fixture_make(&g, FTV_KIND_TQ1, 1, n, 2, 1.7f);
+        fixture_make(&b, FTV_KIND_TQ2, 1, n, 2, 3.1f);
+        void *gv = malloc(simd->repack(&g.file, 1, NULL) + 4), *bv = malloc(simd->repack(&b.file, 1, NULL) + 4);
+        if (simd->repack(&g.file, 1, gv)) g.fast.repack = gv;
+        if (simd->repack(&b.file, 1, bv)) b.fast.repack = bv;
+        float *x = malloc(sizeof(float) * n), *o0 = malloc(sizeof(float) * n), *o1 = malloc(sizeof(float) * n);
+        for (int j = 0; j < n; j++) x[j] = frand(-4.0f, 6.0f);
+        ftv_kernels_scalar.layernorm(x, &g.file, &b.file, 1e-6f, n, o0);
+        simd->layernorm(x, &g.fast, &b.fast, 1e-6f, n, o1);
+        CHECK(memcmp(o0, o1, sizeof(float) * n) == 0, "layernorm n %d", n);
+        fixture_free(&g), fixture_free(&b);
+        free(gv), free(bv), free(x), free(o0), free(o1);
+    }
+}
+
+static void test_simd_gelu(void) {
+    const int n = 1003;
+    float *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
+    for (int j = 0; j < n; j++) a[j] = frand(-10.0f, 10.0f);
+    const float special[] = {0.0f, -0.0f, 1.41421356f, -1.41421356f, 5.656854f, -5.656854f, 100.0f, -100.0f, 1e-30f};
+    memcpy(a, special, sizeof special);
+    memcpy(b, a, sizeof(float) * n);
+    ftv_kernels_scalar.gelu(a, n);
+    simd->gelu(b, n);
+    CHECK(memcmp(a, b, sizeof(float) * n) == 0, "gelu");
+    free(a), free(b);
+}
+
+static void test_simd_attend(void) {
+    const int cases[][3] = {{1, 8, 1}, {5, 64, 5}, {17, 40, 9}, {197, 64, 99}, {33, 16, 7}}; /* tokens, hd, queries */
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int T = cases[c][0], hd = cases[c][1], nq = cases[c][2], ldk = (T + 7) & ~7, ld = 3 * hd;
+        float *q = malloc(sizeof(float) * nq * ld), *kt = calloc((size_t)hd * ldk, sizeof(float));
+        float *v = malloc(sizeof(float) * T * hd), *o0 = malloc(sizeof(float) * nq * ld);
+        float *o1 = malloc(sizeof(float) * nq * ld), *sc = malloc(sizeof(float) * FTV_ATTEND_SCRATCH(ldk, hd));
+        for (int i = 0; i < nq * ld; i++) q[i] = frand(-2.0f, 2.0f);
+        for (int d = 0; d < hd; d++)
+            for (int j = 0; j < T; j++) kt[d * ldk + j] = frand(-2.0f, 2.0f);
+        for (int i = 0; i < T * hd; i++) v[i] = frand(-1.0f, 1.0f);
+        memcpy(o0, q, sizeof(float) * nq * ld);
+        memcpy(o1, q, sizeof(float) * nq * ld);
+        const float scale = 1.0f / sqrtf((float)hd);
+        /* in place, as the forward pass calls it: each query's output replaces it */
+        ftv_kernels_scalar.attend(o0 + hd, ld, kt, ldk, v, hd, T, hd, scale, o0 + hd, ld, nq, sc);
+        simd->attend(o1 + hd, ld, kt, ldk, v, hd, T, hd, scale, o1 + hd, ld, nq, sc);
+        CHECK(memcmp(o0, o1, sizeof(float) * nq * ld) == 0, "attend tokens %d hd %d queries %d", T, hd, nq);
+        free(q), free(kt), free(v), free(o0), free(o1), free(sc);
+    }
+}
+
+/* ---- exp, erf and GELU against double precision ------------------------------------- */
+
+static void test_exp_erf_accuracy(void) {
+    double worst_exp = 0.0, worst_gelu = 0.0, worst_erf = 0.0;
+    for (int i = 0; i <= 400000; i++) {
+        float x = -87.0f + 87.0f * (float)i / 400000.0f;
+        double e = exp((double)x), ulp = (double)nextafterf((float)e, INFINITY) - (double)(float)e;
+        double err = fabs((double)ftv_expf(x) - e) / ulp;
+        worst_exp = err > worst_exp ? err : worst_exp;
+    }
+    for (int i = 0; i <= 400000; i++) {
+        float x = -10.0f + 20.0f * (float)i / 400000.0f;
+        double ex = 0.5 * (double)x * (1.0 + erf((double)x / sqrt(2.0)));
+        float g = x;
+        ftv_gelu(&g, 1);
+        worst_gelu = fabs((double)g - ex) > worst_gelu ? fabs((double)g - ex) : worst_gelu;
+        double ee = fabs((double)ftv_erff(0.6f * x) - erf((double)(0.6f * x)));
+        worst_erf = ee > worst_erf ? ee : worst_erf;
+    }
+    CHECK(worst_exp <= 1.0, "expf: %.3f ulp", worst_exp);
+    CHECK(worst_erf <= 1.5e-7, "erff: %.3g absolute", worst_erf);
+    CHECK(worst_gelu <= 1e-6, "gelu: %.3g absolute", worst_gelu);
+    CHECK(ftv_expf(-1000.0f) >= 0.0f && ftv_expf(-1000.0f) < 1.2e-38f && ftv_expf(0.0f) == 1.0f, "exp limits");
+    CHECK(ftv_erff(10.0f) == 1.0f && ftv_erff(-10.0f) == -1.0f && ftv_erff(0.0f) == 0.0f, "erf limits");
+}
+
+/* ---- the thread pool ----------------------------------------------------------------- */
+
+typedef struct {
+    ftv_pool *pool;
+    int slot[8], seen[8], rounds;
+} pool_job;
+
+static void pool_work(void *ctx, int i, int n) {
+    pool_job *j = (pool_job *)ctx;
+    for (int r = 1; r <= j->rounds; r++) {
+        j->slot[i] = r; /* every thread writes, then after the barrier reads every slot */
+        ftv_pool_barrier(j->pool);
+        int ok = 1;
+        for (int s = 0; s < n; s++) ok &= j->slot[s] == r;
+        j->seen[i] += ok;
+        ftv_pool_barrier(j->pool);
+    }
+}
+
+static void test_pool(void) {
+    for (int n = 1; n <= 3; n++) {
+        pool_job j = {.rounds = 200};
+        int st = ftv_pool_create(n, &j.pool);
+        if (n > 1 && !FTV_HAVE_THREADS) {
+            CHECK(st != 0, "threads without thread support");
+            continue;
+        }
+        CHECK(st == 0 && (n == 1) == (j.pool == NULL), "pool of %d", n);
+        for (int run = 0; run < 3; run++) ftv_pool_run(j.pool, pool_work, &j);
+        for (int i = 0; i < n; i++) CHECK(j.seen[i] == 3 * j.rounds, "pool of %d: thread %d saw %d", n, i, j.seen[i]);
+        ftv_pool_free(j.pool);
+    }
+}
+
 /* Count a test as failed when any CHECK inside it failed. */
 #define RUN(call) do { int before_ = failures; call; if (failures == before_) tests_passed++; \
     else tests_failed++; } while (0)
@@ -100,6 +372,21 @@ int main(void) {
         RUN(test_decode_and_gemm(kind, 16, 384, 5, 0));
         RUN(test_decode_and_gemm(kind, 4, 1536, 2, 1)); /* worst case: |acc| = 128 * 1536 */
     }
-    printf("%d passed, %d failed\n", tests_passed, tests_failed);
+    RUN(test_exp_erf_accuracy());
+    RUN(test_pool());
+#if defined(__x86_64__) || defined(__i386__)
+    simd = ftv_kernels_avx2();
+#endif
+    if (simd) {
+        RUN(test_simd_tgemm());
+        RUN(test_simd_patch_gemm());
+        RUN(test_simd_rmsnorm_quant());
+        RUN(test_simd_layernorm());
+        RUN(test_simd_gelu());
+        RUN(test_simd_attend());
+    } else {
+        printf("no SIMD kernels on this CPU: only the scalar kernels were tested\n");
+    }
+    printf("%d passed, %d failed (SIMD kernels: %s)\n", tests_passed, tests_failed, simd ? simd->name : "none");
     return tests_failed != 0;
 }

@@ -74,6 +74,9 @@ def create_model(
     return model
 
 
+_TERNARY_KEY = "patch_embed.proj.channel_scale"
+
+
 def load_weights(model: nn.Module, path: str | Path, num_classes: int, what: str) -> None:
     """Load ``path`` into ``model`` strictly; the error names the file, its role (``what``) and the problem.
 
@@ -89,7 +92,10 @@ def load_weights(model: nn.Module, path: str | Path, num_classes: int, what: str
     try:
         load_checkpoint(model, state)
     except CheckpointError as exc:
-        raise CheckpointError(f"{what} {path} does not fit the model: {exc}") from exc
+        # Only ternary models have channel_scale: name the likely mix-up of teacher and student files.
+        kinds = ["ternary" if _TERNARY_KEY in s else "FP32" for s in (state, model.state_dict())]
+        hint = f" ({kinds[0]} weights given, {kinds[1]} expected)" if kinds[0] != kinds[1] else ""
+        raise CheckpointError(f"{what} {path} does not fit the model{hint}: {exc}") from exc
 
 
 def create_teacher(name: str, checkpoint: str | Path | None, num_classes: int, **timm_kwargs: Any) -> nn.Module:

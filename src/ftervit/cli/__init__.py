@@ -11,7 +11,7 @@ import sys
 
 from ftervit.errors import FtervitError
 
-SUBCOMMANDS = ("info", "teacher", "distill", "eval", "quickstart", "export", "inspect", "size", "run")
+SUBCOMMANDS = ("info", "teacher", "distill", "eval", "quickstart", "export", "inspect", "size", "run", "firmware")
 
 
 def build_parser() -> argparse.ArgumentParser:

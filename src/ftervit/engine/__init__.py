@@ -44,6 +44,12 @@ def _load_library() -> ctypes.CDLL:
         lib.ftv_model_config.restype = ctypes.POINTER(_Config)
         lib.ftv_model_arena_bytes.argtypes = [p]
         lib.ftv_model_arena_bytes.restype = c_size
+        lib.ftv_model_repacked_bytes.argtypes = [p]
+        lib.ftv_model_repacked_bytes.restype = c_size
+        lib.ftv_model_set_threads.argtypes = [p, ctypes.c_int]
+        lib.ftv_model_set_threads.restype = ctypes.c_int
+        lib.ftv_model_kernels.argtypes = [p]
+        lib.ftv_model_kernels.restype = ctypes.c_char_p
         lib.ftv_model_class_name.argtypes = [p, ctypes.c_int]
         lib.ftv_model_class_name.restype = ctypes.c_char_p
         lib.ftv_model_forward.argtypes = [p, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_float)]
@@ -57,7 +63,11 @@ class Engine:
 
     Args:
         path: the .ftv file (validated completely: magic, version, bounds, checksum, codes).
-        threads: worker threads of the forward pass.
+        threads: threads of the forward pass (a fixed pool; the logits do not depend on it).
+
+    The kernels are chosen at load: AVX2 on x86 CPUs that have it, else the portable scalar
+    code; setting the environment variable ``FTV_FORCE_SCALAR=1`` before loading forces the
+    scalar kernels. Both give bit-identical logits.
 
     Raises:
         EngineError: the file is missing, damaged or of a newer version.
@@ -65,8 +75,8 @@ class Engine:
     """
 
     def __init__(self, path: str | Path, threads: int = 1) -> None:
-        if threads != 1:
-            raise ValueError(f"threads={threads}: this engine build runs single-threaded (threads=1)")
+        if not isinstance(threads, int) or threads < 1:
+            raise ValueError(f"threads={threads!r}: expected a positive integer")
         self.threads = threads
         self._lib = _load_library()
         self._model = ctypes.c_void_p()
@@ -75,6 +85,9 @@ class Engine:
         if status != 0:
             self._model = None
             raise EngineError(f"{path}: {err.value.decode(errors='replace') or f'status {status}'}")
+        if threads != 1 and self._lib.ftv_model_set_threads(self._model, threads) != 0:
+            self.close()
+            raise EngineError(f"threads={threads}: this engine build cannot run that many threads")
         cfg = self._lib.ftv_model_config(self._model).contents
         self.config = {name: getattr(cfg, name) for name, _ in _Config._fields_[:13]}
         self.config["mean"] = tuple(cfg.mean[: cfg.in_chans])
@@ -88,6 +101,16 @@ class Engine:
     def arena_bytes(self) -> int:
         """Working memory of the forward pass in bytes, beyond the weights."""
         return int(self._lib.ftv_model_arena_bytes(self._require()))
+
+    @property
+    def repacked_bytes(self) -> int:
+        """Bytes of the kernels' own copy of the weights (0 for the scalar kernels)."""
+        return int(self._lib.ftv_model_repacked_bytes(self._require()))
+
+    @property
+    def kernels(self) -> str:
+        """The kernels chosen at load: ``"avx2"`` or ``"scalar"``."""
+        return self._lib.ftv_model_kernels(self._require()).decode()
 
     def _require(self) -> ctypes.c_void_p:
         if self._model is None:

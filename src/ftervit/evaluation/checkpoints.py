@@ -1,0 +1,49 @@
+"""Top-1/top-5 of a ternary checkpoint on a dataset's test split, its FP32 teacher beside it."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ftervit.data import build_data, eval_loader, model_data_config
+from ftervit.evaluation.metrics import evaluate
+from ftervit.factory import create_model, create_teacher, load_weights
+
+
+def evaluate_checkpoints(
+    model: str,
+    checkpoint: str | Path,
+    data: str,
+    teacher: str | Path | None = None,
+    data_dir: str | Path | None = None,
+    img_size: int | None = None,
+    batch_size: int = 256,
+    workers: int = 0,
+    device: str | None = None,
+    download: bool = False,
+) -> dict[str, Any]:
+    """Evaluate the ternary ``checkpoint`` (and the FP32 ``teacher``) of architecture ``model``.
+
+    Returns:
+        ``{"data", "n", "ternary": {"top1", "top5", "loss"}, "teacher": {...} (when given)}``,
+        accuracies as fractions.
+
+    Raises:
+        FtervitError: unknown dataset or model, missing files, a checkpoint with another class
+            count or of another architecture.
+    """
+    splits = build_data(data, model_data_config(model, img_size), data_dir, download=download)
+    kwargs = {"img_size": img_size} if img_size else {}
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    student = create_model(model, num_classes=splits.num_classes, **kwargs)
+    load_weights(student, checkpoint, splits.num_classes, f"ternary checkpoint for {model}")
+    models = {"ternary": student}
+    if teacher is not None:
+        models["teacher"] = create_teacher(model, teacher, splits.num_classes, **kwargs)
+    loader = eval_loader(splits.test, batch_size, workers)
+    result: dict[str, Any] = {"data": data, "n": len(splits.test)}
+    for name, m in models.items():
+        metrics = evaluate(m.to(dev), loader, dev)
+        result[name] = {k: metrics[k] for k in ("top1", "top5", "loss")}
+    return result

@@ -1,0 +1,74 @@
+"""The whole recipe in one call: FP32 teacher, Phase 1, Phase 2, then evaluation (SPEC section 3).
+
+Used by ``ftervit quickstart`` (digits) and ``benchmarks/fashion_mnist.py``.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ftervit.evaluation import evaluate_checkpoints
+from ftervit.training.config import TrainConfig
+from ftervit.training.trainer import train
+
+STAGES = ("teacher", "phase1", "phase2")
+_MODE = {"teacher": {"mode": "teacher"}, "phase1": {"mode": "distill", "phase": 1},
+         "phase2": {"mode": "distill", "phase": 2}}
+
+
+def run_recipe(
+    out: str | Path,
+    stages: dict[str, dict[str, Any]],
+    on_stage: Callable[[dict[str, Any]], None] | None = None,
+    **common: Any,
+) -> dict[str, Any]:
+    """Train the teacher, distill Phase 1 from it, recover with Phase 2, evaluate all three.
+
+    Phase 1 distills from the teacher's ``last.pth`` and Phase 2 starts from Phase 1's
+    ``last.pth`` (no selection on the test split). Each stage writes into ``out/<stage>``;
+    ``out/summary.json`` gets the result.
+
+    Args:
+        out: output directory.
+        stages: TrainConfig settings per stage (``teacher``, ``phase1``, ``phase2``), e.g. epochs, lr.
+        on_stage: called with the summary so far after each stage (progress reports).
+        **common: TrainConfig settings of every stage (model, data, batch_size, ...).
+
+    Returns:
+        The summary: ``teacher_top1``, ``phase1_top1``, ``phase2_top1`` (and top-5) as
+        fractions, ``gap_pp`` (teacher minus Phase 2, percentage points), epochs, seconds.
+    """
+    out = Path(out)
+    teacher_ckpt, phase1_ckpt = out / "teacher" / "last.pth", out / "phase1" / "last.pth"
+    links = {"teacher": {}, "phase1": {"teacher": str(teacher_ckpt)},
+             "phase2": {"teacher": str(teacher_ckpt), "init": str(phase1_ckpt)}}
+    summary: dict[str, Any] = {"model": common.get("model"), "data": common.get("data"), "epochs": {}, "seconds": {}}
+    start = time.perf_counter()
+    for stage in STAGES:
+        t0 = time.perf_counter()
+        cfg = TrainConfig(**{**common, **_MODE[stage], **links[stage], **stages.get(stage, {}),
+                             "out": str(out / stage)}).resolved()
+        if not cfg.quiet:
+            print(f"== {stage}: {cfg.epochs} epochs, lr {cfg.lr:g} -> {cfg.out}", flush=True)
+        result = train(cfg)
+        summary["epochs"][stage] = cfg.epochs
+        summary["seconds"][stage] = round(time.perf_counter() - t0, 1)
+        summary[f"{stage}_top1"], summary[f"{stage}_top5"] = result["top1"], result["top5"]
+        if on_stage:
+            on_stage(summary)
+
+    # Re-read the saved files: the numbers come from the checkpoints a user gets.
+    kwargs = {k: common[k] for k in ("data_dir", "img_size") if common.get(k)}
+    phase1 = evaluate_checkpoints(common["model"], phase1_ckpt, common["data"], teacher=teacher_ckpt, **kwargs)
+    phase2 = evaluate_checkpoints(common["model"], out / "phase2" / "last.pth", common["data"], **kwargs)
+    for key, metrics in (("teacher", phase1["teacher"]), ("phase1", phase1["ternary"]), ("phase2", phase2["ternary"])):
+        summary[f"{key}_top1"], summary[f"{key}_top5"] = metrics["top1"], metrics["top5"]
+    summary["test_images"] = phase1["n"]
+    summary["gap_pp"] = round(100 * (summary["teacher_top1"] - summary["phase2_top1"]), 2)
+    summary["seconds"]["total"] = round(time.perf_counter() - start, 1)
+    summary["checkpoints"] = {stage: str(out / stage / "last.pth") for stage in STAGES}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary

@@ -1,0 +1,52 @@
+"""``ftervit export``, ``inspect`` and ``size`` through the CLI entry point."""
+from __future__ import annotations
+
+import json
+
+from ftervit.cli import main
+
+
+def test_export_then_inspect(tmp_path, capsys):
+    names = tmp_path / "names.txt"
+    names.write_text("\n".join(f"digit {i}" for i in range(10)) + "\n")
+    out = tmp_path / "d.ftv"
+    assert main(["export", "--model", "ftervit_digits", "--format", "tq1", "-o", str(out),
+                 "--class-names", str(names), "--mean", "0.25", "--std", "0.5"]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    assert main(["inspect", str(out), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["format_version"] == 1 and d["format"] == "tq1" and d["checksum_ok"]
+    assert d["total_bytes"] == out.stat().st_size and d["class_names"][3] == "digit 3"
+    assert d["config"]["mean"] == [0.25] and d["config"]["embed_dim"] == 64
+    assert 1.6 <= d["bits_per_weight"] < 1.7 and d["compression"] > 10
+    assert {"name", "kind", "shape", "offset", "nbytes"} <= set(d["tensors"][0])
+    assert main(["inspect", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "CRC32" in text and "bits per weight" in text and "compression" in text
+
+
+def test_inspect_damaged_file_is_one_line(tmp_path, capsys):
+    out = tmp_path / "d.ftv"
+    assert main(["export", "--model", "ftervit_digits", "-o", str(out)]) == 0
+    data = out.read_bytes()
+    capsys.readouterr()
+    for bad in (data[:-7], data[:500] + bytes([data[500] ^ 1]) + data[501:], b"GIF89a" + data[6:]):
+        out.write_bytes(bad)
+        assert main(["inspect", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("ftervit inspect: error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_size_tables_json_and_plot(tmp_path, capsys):
+    png = tmp_path / "size.png"
+    assert main(["size", "ftervit_digits", "--json", "--plot", str(png)]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert r["scenario_bytes"]["full"] == r["file"]["total_bytes"]  # computed by the writer
+    assert sum(x["bytes"] for x in r["layers"]) + r["overhead_bytes"] == r["file"]["total_bytes"]
+    assert r["scenario_bytes"]["fp32"] == r["file"]["fp32_bytes"]
+    assert r["scenario_bytes"]["fp32"] > r["scenario_bytes"]["partial"] > r["scenario_bytes"]["full"]
+    assert r["leftover_percent"]["partial"] > r["leftover_percent"]["full"]
+    assert main(["size", "ftervit_digits"]) == 0
+    text = capsys.readouterr().out
+    assert "blocks.0.attn.qkv" in text and "partially ternary" in text and "leftovers" in text

@@ -1,0 +1,162 @@
+"""Teacher, Phase 1, Phase 2, eval and quickstart on digits with a tiny ViT; bad input."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from conftest import TINY, state_of, tiny_config
+from ftervit.cli import main
+from ftervit.errors import FtervitError
+from ftervit.evaluation import evaluate_checkpoints
+from ftervit.training import train
+
+
+def test_teacher_run_writes_everything(trained):
+    out = trained["teacher"].parent
+    for name in ("last.pth", "best.pth", "config.yaml", "log.jsonl", "curves.png"):
+        assert (out / name).is_file(), name
+    ckpt = torch.load(out / "last.pth", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "epoch", "step", "rng", "config", "history"} <= set(ckpt)
+    assert ckpt["epoch"] == 2 and ckpt["step"] == 2 * (1437 // 64)
+    assert yaml.safe_load((out / "config.yaml").read_text())["model"] == TINY
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2]
+    assert {"train_loss", "val_top1", "val_top5", "lr", "images_per_s"} <= set(log[0])
+
+
+def test_phase1_starts_from_the_teacher_and_learns(trained):
+    ckpt = torch.load(trained["phase1"], weights_only=True)
+    assert ckpt["config"]["lr"] == 1e-3 and "blocks.0.attn.qkv.norm.weight" in ckpt["model"]
+    first = ckpt["history"][0]
+    assert 0 <= first["val_top1"] <= 1 and first["train_loss"] >= 0
+
+
+def test_phase2_from_phase1_and_eval(trained, tmp_path):
+    result = train(tiny_config(tmp_path, "phase2", mode="distill", phase=2, teacher=str(trained["teacher"]),
+                               init=str(trained["phase1"]), lr=None))
+    assert result["epochs"] == 1
+    ckpt = torch.load(tmp_path / "phase2" / "last.pth", weights_only=True)
+    assert ckpt["config"]["lr"] == 1e-5
+    metrics = evaluate_checkpoints(TINY, tmp_path / "phase2" / "last.pth", "digits", teacher=trained["teacher"])
+    teacher_log = torch.load(trained["teacher"], weights_only=True)["history"]
+    assert metrics["ternary"]["top1"] == pytest.approx(result["top1"])
+    assert metrics["teacher"]["top1"] == pytest.approx(teacher_log[-1]["val_top1"]) and metrics["n"] == 360
+
+
+def test_eval_cli_json(trained, capsys):
+    assert main(["eval", "--model", TINY, "--checkpoint", str(trained["phase1"]), "--data", "digits",
+                 "--teacher", str(trained["teacher"]), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result) >= {"ternary", "teacher", "gap_pp"} and 0 <= result["ternary"]["top5"] <= 1
+
+
+def test_epoch_boundary_resume_is_exact(tmp_path, monkeypatch):
+    import ftervit.training.trainer as trainer
+
+    train(tiny_config(tmp_path, "full", epochs=2, warmup_epochs=1))
+    real = trainer._train_epoch
+
+    def crash_in_epoch_2(*args, **kwargs):
+        if args[7] == 1:  # the epoch index
+            raise RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_train_epoch", crash_in_epoch_2)
+    with pytest.raises(RuntimeError, match="simulated"):
+        train(tiny_config(tmp_path, "cut", epochs=2, warmup_epochs=1))
+    monkeypatch.setattr(trainer, "_train_epoch", real)
+    train(tiny_config(tmp_path, "cut", epochs=2, warmup_epochs=1, resume=True))
+    full, cut = state_of(tmp_path / "full" / "last.pth"), state_of(tmp_path / "cut" / "last.pth")
+    assert all(torch.equal(full[k], cut[k]) for k in full)
+    assert (tmp_path / "full" / "log.jsonl").read_text().count("\n") == 2
+
+
+def _one_line_error(capsys, *argv: str) -> str:
+    """Run the CLI in-process: exit code 2 and exactly one line on stderr (no traceback)."""
+    assert main(list(argv)) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["teacher", "--model", TINY, "--data", "mnist"], "unknown dataset"),
+    (["teacher", "--model", TINY, "--data", "fashion-mnist", "--data-dir", "/nonexistent"], "Fashion-MNIST not found"),
+    (["teacher", "--model", "vit_tiniest"], "unknown model"),
+    (["distill", "--model", TINY, "--teacher", "/nonexistent.pth"], "checkpoint not found"),
+    (["teacher", "--model", TINY, "--resume"], "nothing to resume"),
+    (["teacher", "--model", TINY, "--augment", "heavy"], "augment must be"),
+])
+def test_bad_input_cli(tmp_path, capsys, args, message):
+    assert message in _one_line_error(capsys, *args, "--out", str(tmp_path / "o"))
+    assert not (tmp_path / "o").exists()
+
+
+def test_checkpoint_of_another_kind_or_class_count(trained, tmp_path, capsys):
+    teacher, phase1 = str(trained["teacher"]), str(trained["phase1"])
+    wrong_classes = tmp_path / "c5.pth"
+    state = state_of(trained["teacher"])
+    state["head.weight"], state["head.bias"] = state["head.weight"][:5], state["head.bias"][:5]
+    torch.save(state, wrong_classes)
+    cases = [
+        (["distill", "--teacher", str(wrong_classes)], "5 classes but the data has 10"),
+        (["distill", "--teacher", phase1], "unexpected keys"),  # a ternary file is no FP32 teacher
+        (["distill", "--phase", "2", "--teacher", teacher, "--init", teacher], "missing keys"),
+        (["distill", "--model", "ftervit_digits", "--teacher", teacher], "shape mismatch"),
+        (["eval", "--checkpoint", teacher, "--data", "digits"], "missing keys"),
+    ]
+    for args, message in cases:
+        model = [] if "--model" in args else ["--model", TINY]
+        out = [] if args[0] == "eval" else ["--out", str(tmp_path / "o")]
+        assert message in _one_line_error(capsys, *args, *model, *out), args
+    assert not (tmp_path / "o").exists()
+
+
+def test_existing_run_is_not_overwritten(trained, capsys):
+    out = trained["teacher"].parent
+    before = (out / "last.pth").read_bytes()
+    line = _one_line_error(capsys, "teacher", "--model", TINY, "--out", str(out))
+    assert "already holds a run" in line and (out / "last.pth").read_bytes() == before
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    import ftervit.training.trainer as trainer
+
+    calls = {"n": 0}
+    real = trainer.cross_entropy
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] > 30 else loss  # epoch 2, batch 9
+
+    monkeypatch.setattr(trainer, "cross_entropy", poisoned)
+    with pytest.raises(FtervitError, match=r"loss became nan at epoch 2, batch 9 of 22 \(step 31\).*epoch 1\) is kept"):
+        train(tiny_config(tmp_path, "n", epochs=2))
+    ckpt = torch.load(tmp_path / "n" / "last.pth", weights_only=True)
+    assert ckpt["epoch"] == 1 and len((tmp_path / "n" / "log.jsonl").read_text().splitlines()) == 1
+
+
+def test_nan_loss_cli(tmp_path, capsys):
+    line = _one_line_error(capsys, "teacher", "--model", TINY, "--lr", "1e30", "--warmup-epochs", "0",
+                           "--out", str(tmp_path / "o"), "--quiet")
+    assert "loss became" in line and "step" in line and "no checkpoint had been written" in line
+
+
+def test_quickstart_summary(tmp_path, capsys):
+    assert main(["quickstart", "--out", str(tmp_path / "q"), "--teacher-epochs", "1", "--phase1-epochs", "1",
+                 "--phase2-epochs", "1", "--quiet"]) == 0
+    summary = json.loads((tmp_path / "q" / "summary.json").read_text())
+    for key in ("teacher_top1", "phase1_top1", "phase2_top1"):
+        assert 0 <= summary[key] <= 1
+    assert "Phase 2" in capsys.readouterr().out
+
+
+@pytest.mark.filterwarnings("ignore:Mismatch dtype between input and weight")
+def test_bf16_autocast_runs_on_cpu(trained, tmp_path):
+    result = train(tiny_config(tmp_path, "amp", mode="distill", teacher=str(trained["teacher"]), amp=True))
+    assert 0 <= result["top1"] <= 1
+    assert torch.load(tmp_path / "amp" / "last.pth", weights_only=True)["model"]["head.weight"].dtype == torch.float32
