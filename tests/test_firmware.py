@@ -87,6 +87,9 @@ def test_identifiers_and_bad_arguments(tmp_path):
         write_c_array(b"x", tmp_path / "a.c", align=48)
     with pytest.raises(FtervitError, match=r"\.c file"):
         write_c_array(b"x", tmp_path / "a.txt")
+    # a name ending with a slash is a directory, made when missing
+    c_path, h_path, _ = write_c_array(b"x", f"{tmp_path / 'new' / 'fw'}/")
+    assert c_path == tmp_path / "new" / "fw" / "ftv_model.c" and h_path.is_file()
     with pytest.raises(FtervitError, match="finite"):
         write_float_array(np.array([np.nan], np.float32), tmp_path / "v.c")
 

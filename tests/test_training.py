@@ -11,6 +11,8 @@ from conftest import TINY, state_of, tiny_config
 from ftervit.cli import main
 from ftervit.errors import FtervitError
 from ftervit.evaluation import evaluate_checkpoints
+from ftervit.export import export_model, read
+from ftervit.factory import create_model, load_weights
 from ftervit.training import train
 
 
@@ -150,9 +152,33 @@ def test_quickstart_summary(tmp_path, capsys):
     assert main(["quickstart", "--out", str(tmp_path / "q"), "--teacher-epochs", "1", "--phase1-epochs", "1",
                  "--phase2-epochs", "1", "--quiet"]) == 0
     summary = json.loads((tmp_path / "q" / "summary.json").read_text())
-    for key in ("teacher_top1", "phase1_top1", "phase2_top1"):
+    for key in ("teacher_top1", "phase1_top1", "phase2_top1", "engine_top1", "engine_agreement"):
         assert 0 <= summary[key] <= 1
-    assert "Phase 2" in capsys.readouterr().out
+    ftv = tmp_path / "q" / "model.ftv"
+    assert summary["file_bytes"] == ftv.stat().st_size == read(ftv).file_size
+    assert read(ftv).class_names == [str(i) for i in range(10)]
+    # the engine's accuracy can differ from PyTorch's only on the images where they disagree
+    assert abs(summary["engine_top1"] - summary["phase2_top1"]) <= 1 - summary["engine_agreement"] + 1e-9
+    assert summary["engine_agreement"] >= 0.95
+    out = capsys.readouterr().out
+    assert "Phase 2" in out and "C engine" in out
+
+
+def test_eval_with_engine(trained, tmp_path, capsys):
+    model = create_model(TINY, num_classes=10)
+    load_weights(model, trained["phase1"], 10, "test")
+    export_model(model.eval(), tmp_path / "m.ftv", "tq1")
+    assert main(["eval", "--model", TINY, "--checkpoint", str(trained["phase1"]), "--data", "digits",
+                 "--engine", str(tmp_path / "m.ftv"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["engine"]["n"] == result["n"] == 360
+    assert result["engine"]["ternary"]["top1"] == pytest.approx(result["ternary"]["top1"])
+    assert result["engine"]["agreement"] >= 0.95
+    # a file of another class count is refused with a one-line error
+    export_model(create_model(TINY, num_classes=7).eval(), tmp_path / "seven.ftv", "tq2")
+    line = _one_line_error(capsys, "eval", "--model", TINY, "--checkpoint", str(trained["phase1"]),
+                           "--data", "digits", "--engine", str(tmp_path / "seven.ftv"))
+    assert "7 classes" in line
 
 
 @pytest.mark.filterwarnings("ignore:Mismatch dtype between input and weight")

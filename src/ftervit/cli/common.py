@@ -34,6 +34,17 @@ def model_from_args(args: argparse.Namespace, ternary: bool = True) -> nn.Module
     return create_model(args.model, checkpoint=args.checkpoint, num_classes=args.num_classes, **kwargs)
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer of 1 or more (thread counts, epochs)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
 def print_json(obj: Any) -> None:
     json.dump(obj, sys.stdout, indent=2)
     sys.stdout.write("\n")

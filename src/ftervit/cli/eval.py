@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ftervit.cli.common import format_table, print_json
+from ftervit.cli.common import format_table, positive_int, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,6 +16,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="digits, fashion-mnist, cifar10, cifar100, imagefolder or imagenet")
     p.add_argument("--data-dir", help="dataset directory (Fashion-MNIST default: the Debian package's)")
     p.add_argument("--teacher", help="FP32 teacher checkpoint of the same architecture")
+    p.add_argument("--engine", metavar="FILE",
+                   help="also run this .ftv file (ftervit export of the checkpoint) in the C engine and "
+                        "report its top-1 and its top-1 agreement with PyTorch")
+    p.add_argument("--threads", type=positive_int, default=1, help="C engine threads (with --engine) [default: 1]")
     p.add_argument("--img-size", type=int, help="input resolution (default: the model's)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
@@ -33,13 +37,27 @@ def run(args: argparse.Namespace) -> int:
                                   workers=args.workers, device=args.device, download=args.download)
     if args.teacher:
         result["gap_pp"] = 100 * (result["teacher"]["top1"] - result["ternary"]["top1"])
+    if args.engine:
+        from ftervit.evaluation import evaluate_engine
+
+        result["engine"] = evaluate_engine(args.model, args.checkpoint, args.engine, args.data,
+                                           data_dir=args.data_dir, img_size=args.img_size,
+                                           batch_size=args.batch_size, threads=args.threads,
+                                           download=args.download, progress=not args.json)
     if args.json:
         print_json(result)
         return 0
+    engine = result.get("engine", {}).get("engine")
     rows = [[name, f"{m['top1']:.2%}", f"{m['top5']:.2%}"]
-            for name, m in (("FP32 teacher", result.get("teacher")), ("ternary", result["ternary"])) if m]
+            for name, m in (("FP32 teacher", result.get("teacher")), ("ternary", result["ternary"]),
+                            ("ternary, C engine", engine)) if m]
     print(f"{args.model} on {args.data} ({result['n']:,} test images)")
     print(format_table(["model", "top-1", "top-5"], rows))
     if args.teacher:
         print(f"top-1 gap: {result['gap_pp']:.2f} pp")
+    if engine:
+        e = result["engine"]
+        print(f"C engine ({e['kernels']}, {args.threads} thread(s)): top-1 agrees with PyTorch on "
+              f"{e['agreement']:.2%} of images; logits differ by {e['median_rel_diff']:.1e} relative "
+              f"(median), {e['max_rel_diff']:.1e} (max)")
     return 0

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ternary packing: tq2 = 4 codes per byte, tq1 = 5 per byte (default tq2)")
     p.add_argument("--class-names", metavar="FILE", help="text file with one class name per line")
     p.add_argument("-o", "--output", required=True, metavar="FILE.c|DIR",
-                   help="the .c file to write (its .h goes next to it), or an existing directory")
+                   help="the .c file to write (its .h goes next to it), or a directory (created when the name ends with /)")
     p.add_argument("--symbol", help="name of the C array (default: the .c file's name)")
     p.add_argument("--section", help="linker section for the array, e.g. .rodata.ftv_model")
     p.set_defaults(func=run)

@@ -23,11 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "quickstart", help="teacher, Phase 1, Phase 2 and eval on digits (a few minutes on a CPU)",
         description=f"Train the FP32 {MODEL} teacher on scikit-learn digits, distill the ternary student "
                     "(Phase 1, then Phase 2 from its last checkpoint), evaluate all three on the test split, "
+                    "export the result to OUT/model.ftv and run it in the C engine on the test split, "
                     "print a table and write OUT/summary.json. Reruns start afresh in OUT.")
     p.add_argument("--out", default="runs/quickstart", help="output directory [default: runs/quickstart]")
     for stage, settings in STAGES.items():
         p.add_argument(f"--{stage}-epochs", type=int, default=settings["epochs"], metavar="N",
                        help=f"{stage} epochs [default: {settings['epochs']}]")
+    p.add_argument("--format", choices=("tq2", "tq1"), default="tq2",
+                   help="packing of the exported OUT/model.ftv run by the C engine [default: tq2]")
     p.add_argument("--quiet", action="store_true", help="no progress bars or per-epoch lines")
     p.set_defaults(func=run)
 
@@ -36,11 +39,16 @@ def summary_table(summary: dict[str, Any]) -> str:
     """The recipe's summary as a text table: epochs, top-1, top-5 and time per stage."""
     rows = [[_NAMES[s], summary["epochs"][s], f"{summary[f'{s}_top1']:.2%}", f"{summary[f'{s}_top5']:.2%}",
              f"{summary['seconds'][s]:.0f}s"] for s in _NAMES]
-    return "\n".join([
-        f"{summary['model']} on {summary['data']} ({summary['test_images']:,} test images)",
-        format_table(["model", "epochs", "top-1", "top-5", "time"], rows),
-        f"gap to the teacher: {summary['gap_pp']:.2f} pp; total {summary['seconds']['total']:.0f}s",
-    ])
+    lines = [f"{summary['model']} on {summary['data']} ({summary['test_images']:,} test images)"]
+    if "engine_top1" in summary:
+        rows.append([f"ternary, C engine ({summary['file_format']})", "", f"{summary['engine_top1']:.2%}",
+                     f"{summary['engine_top5']:.2%}", f"{summary['seconds']['engine']:.0f}s"])
+    lines.append(format_table(["model", "epochs", "top-1", "top-5", "time"], rows))
+    lines.append(f"gap to the teacher: {summary['gap_pp']:.2f} pp; total {summary['seconds']['total']:.0f}s")
+    if "engine_top1" in summary:
+        lines.append(f"{summary['file']}: {summary['file_bytes']:,} bytes; the engine's top-1 agrees with "
+                     f"PyTorch on {summary['engine_agreement']:.2%} of the test images")
+    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     stages = {s: {**settings, "epochs": getattr(args, f"{s}_epochs")} for s, settings in STAGES.items()}
     stages["teacher"]["warmup_epochs"] = min(STAGES["teacher"]["warmup_epochs"], stages["teacher"]["epochs"])
-    summary = run_recipe(args.out, stages, overwrite=True, quiet=args.quiet, **SETTINGS)
+    summary = run_recipe(args.out, stages, export_format=args.format, overwrite=True, quiet=args.quiet, **SETTINGS)
     print(summary_table(summary))
     print(f"summary in {args.out}/summary.json")
     return 0

@@ -5,7 +5,7 @@ import argparse
 
 import numpy as np
 
-from ftervit.cli.common import format_table, print_json
+from ftervit.cli.common import format_table, positive_int, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,7 +18,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-k", "--top", type=int, default=5, help="classes to show per image (default 5)")
     p.add_argument("--crop-pct", type=float, default=1.0,
                    help="resize the shorter side to size/crop_pct, then center-crop (ImageNet models: 0.875-0.9)")
-    p.add_argument("--threads", type=int, default=1, help="engine threads")
+    p.add_argument("--threads", type=positive_int, default=1, help="engine threads")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 

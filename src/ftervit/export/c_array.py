@@ -13,6 +13,7 @@ alignment keeps every tensor of the file at the alignment the format gives it.
 """
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Iterable
@@ -99,12 +100,15 @@ def float_array_sources(values, symbol: str, comment: str = "", header: str | No
 
 
 def _c_path(path: str | Path, symbol: str | None, default_stem: str) -> tuple[Path, str]:
-    """``path`` is the .c file, or an existing directory to write ``<default_stem>.c`` into."""
+    """``path`` is the .c file, or a directory (existing, or new when it ends with a slash) to
+    write ``<default_stem>.c`` into."""
+    if str(path).endswith(("/", os.sep)):
+        Path(path).mkdir(parents=True, exist_ok=True)
     path = Path(path)
     if path.is_dir():
         path = path / f"{c_identifier(default_stem)}.c"
     elif path.suffix != ".c":
-        raise FtervitError(f"{path}: expected a .c file name or an existing directory")
+        raise FtervitError(f"{path}: expected a .c file name or a directory (a new one ends with /)")
     return path, _check_symbol(symbol) if symbol else c_identifier(path.stem)
 
 

@@ -23,6 +23,7 @@ def run_recipe(
     out: str | Path,
     stages: dict[str, dict[str, Any]],
     on_stage: Callable[[dict[str, Any]], None] | None = None,
+    export_format: str | None = None,
     **common: Any,
 ) -> dict[str, Any]:
     """Train the teacher, distill Phase 1 from it, recover with Phase 2, evaluate all three.
@@ -35,11 +36,15 @@ def run_recipe(
         out: output directory.
         stages: TrainConfig settings per stage (``teacher``, ``phase1``, ``phase2``), e.g. epochs, lr.
         on_stage: called with the summary so far after each stage (progress reports).
+        export_format: ``"tq2"`` or ``"tq1"``: also export the Phase-2 model to ``out/model.ftv``
+            and run it in the C engine on the test split (``file_bytes``, ``engine_top1``,
+            ``engine_agreement``).
         **common: TrainConfig settings of every stage (model, data, batch_size, ...).
 
     Returns:
         The summary: ``teacher_top1``, ``phase1_top1``, ``phase2_top1`` (and top-5) as
-        fractions, ``gap_pp`` (teacher minus Phase 2, percentage points), epochs, seconds.
+        fractions, ``gap_pp`` (teacher minus Phase 2, percentage points), epochs, seconds;
+        with ``export_format`` also the file and engine results.
     """
     out = Path(out)
     teacher_ckpt, phase1_ckpt = out / "teacher" / "last.pth", out / "phase1" / "last.pth"
@@ -70,5 +75,38 @@ def run_recipe(
     summary["gap_pp"] = round(100 * (summary["teacher_top1"] - summary["phase2_top1"]), 2)
     summary["seconds"]["total"] = round(time.perf_counter() - start, 1)
     summary["checkpoints"] = {stage: str(out / stage / "last.pth") for stage in STAGES}
+    if export_format:
+        t0 = time.perf_counter()
+        summary.update(export_and_run(common["model"], out / "phase2" / "last.pth", out / "model.ftv",
+                                      export_format, common["data"], quiet=common.get("quiet", False), **kwargs))
+        summary["seconds"]["engine"] = round(time.perf_counter() - t0, 1)
+        summary["seconds"]["total"] = round(time.perf_counter() - start, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def export_and_run(
+    model: str, checkpoint: Path, path: Path, fmt: str, data: str, quiet: bool = False, **kwargs: Any,
+) -> dict[str, Any]:
+    """Export the ternary ``checkpoint`` to ``path`` and compare the C engine with PyTorch on ``data``."""
+    from ftervit.data import build_data, model_data_config
+    from ftervit.evaluation import evaluate_engine
+    from ftervit.export import export_model
+    from ftervit.factory import create_model, load_weights
+
+    splits = build_data(data, model_data_config(model, kwargs.get("img_size")), kwargs.get("data_dir"))
+    student = create_model(model, num_classes=splits.num_classes, **({"img_size": kwargs["img_size"]}
+                                                                      if kwargs.get("img_size") else {}))
+    load_weights(student, checkpoint, splits.num_classes, f"ternary checkpoint for {model}")
+    names = getattr(splits.test, "classes", None) or [str(i) for i in range(splits.num_classes)]
+    packed = export_model(student.eval(), path, fmt, class_names=names)
+    if not quiet:
+        print(f"== engine: {path} ({len(packed.data):,} bytes, {fmt}) on the test split", flush=True)
+    result = evaluate_engine(model, checkpoint, path, data, progress=not quiet, **kwargs)
+    return {
+        "file": str(path), "file_format": fmt, "file_bytes": len(packed.data),
+        "engine_top1": result["engine"]["top1"], "engine_top5": result["engine"]["top5"],
+        "engine_agreement": result["agreement"], "engine_median_rel_diff": result["median_rel_diff"],
+        "engine_max_rel_diff": result["max_rel_diff"],
+        "engine_arena_bytes": result["arena_bytes"], "engine_kernels": result["kernels"],
+    }

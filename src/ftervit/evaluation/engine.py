@@ -1,0 +1,77 @@
+"""The C engine on a test split beside the PyTorch model it was exported from."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ftervit.data import build_data, eval_loader, model_data_config
+from ftervit.errors import FtervitError
+from ftervit.evaluation.metrics import topk_correct
+from ftervit.factory import create_model, load_weights
+
+
+@torch.no_grad()
+def evaluate_engine(
+    model: str,
+    checkpoint: str | Path,
+    engine_file: str | Path,
+    data: str,
+    data_dir: str | Path | None = None,
+    img_size: int | None = None,
+    batch_size: int = 256,
+    threads: int = 1,
+    download: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run the .ftv ``engine_file`` and the ternary ``checkpoint`` on the test split of ``data``.
+
+    Both see the same normalized images. Agreement is the fraction of images on which the
+    engine's top-1 class equals PyTorch's; ``max_rel_diff`` and ``median_rel_diff`` are over
+    images of max |engine - torch| / max |torch| of the logits.
+
+    Returns:
+        ``{"data", "n", "engine": {"top1", "top5"}, "ternary": {"top1", "top5"}, "agreement",
+        "max_rel_diff", "median_rel_diff", "arena_bytes", "kernels"}``, accuracies as fractions.
+
+    Raises:
+        FtervitError: unknown dataset, missing files, a checkpoint or engine file that does not
+            fit the data (class count, input shape).
+    """
+    from ftervit.engine import Engine
+
+    splits = build_data(data, model_data_config(model, img_size), data_dir, download=download)
+    kwargs = {"img_size": img_size} if img_size else {}
+    student = create_model(model, num_classes=splits.num_classes, **kwargs).eval()
+    load_weights(student, checkpoint, splits.num_classes, f"ternary checkpoint for {model}")
+    with Engine(engine_file, threads=threads) as engine:
+        if engine.num_classes != splits.num_classes:
+            raise FtervitError(f"{engine_file} has {engine.num_classes} classes but {data} has "
+                               f"{splits.num_classes}; export the model trained on this dataset")
+        hits = np.zeros((2, 2), dtype=np.int64)  # (engine, torch) x (top-1, top-5)
+        agree, rel = 0, []
+        loader = eval_loader(splits.test, batch_size)
+        for images, targets in tqdm(loader, desc="engine", unit="batch", disable=not progress):
+            if tuple(images.shape[1:]) != engine.input_shape:
+                raise FtervitError(f"{engine_file} takes images {engine.input_shape} but {data} gives "
+                                   f"{tuple(images.shape[1:])}; export with the same --img-size")
+            ours = torch.from_numpy(engine.forward(images.numpy()))
+            ref = student(images).float()
+            hits[0] += topk_correct(ours, targets)
+            hits[1] += topk_correct(ref, targets)
+            agree += int((ours.argmax(-1) == ref.argmax(-1)).sum())
+            rel.append(((ours - ref).abs().amax(-1) / ref.abs().amax(-1).clamp_min(1e-12)).numpy())
+        arena, kernels = engine.arena_bytes, engine.kernels
+    n = len(splits.test)
+    rel_all = np.concatenate(rel) if rel else np.zeros(1)
+    return {
+        "data": data, "n": n,
+        "engine": {"top1": float(hits[0, 0] / n), "top5": float(hits[0, 1] / n)},
+        "ternary": {"top1": float(hits[1, 0] / n), "top5": float(hits[1, 1] / n)},
+        "agreement": agree / n,
+        "max_rel_diff": float(rel_all.max()), "median_rel_diff": float(np.median(rel_all)),
+        "arena_bytes": arena, "kernels": kernels,
+    }
