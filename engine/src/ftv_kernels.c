@@ -176,8 +176,9 @@ const ftv_kernels ftv_kernels_scalar = {
 const ftv_kernels *ftv_kernels_select(void) {
 #if defined(__x86_64__) || defined(__i386__)
     const char *force = getenv("FTV_FORCE_SCALAR");
-    const ftv_kernels *avx2 = ftv_kernels_avx2();
-    if (avx2 && !(force && force[0] && strcmp(force, "0") != 0)) return avx2;
+    const ftv_kernels *simd = ftv_kernels_avx512();
+    if (!simd) simd = ftv_kernels_avx2();
+    if (simd && !(force && force[0] && strcmp(force, "0") != 0)) return simd;
 #endif
     return &ftv_kernels_scalar;
 }

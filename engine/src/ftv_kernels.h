@@ -109,9 +109,11 @@ extern const ftv_kernels ftv_kernels_scalar;
 #if defined(__x86_64__) || defined(__i386__)
 /* The AVX2 kernels (ftv_kernels_avx2.c) when the CPU runs them, else NULL. */
 const ftv_kernels *ftv_kernels_avx2(void);
+/* The same with AVX-512 (VNNI) where it pays, when the CPU runs them, else NULL. */
+const ftv_kernels *ftv_kernels_avx512(void);
 #endif
 
-/* What a model uses: AVX2 when available, unless the environment sets FTV_FORCE_SCALAR
+/* What a model uses: AVX-512, else AVX2 when available, unless the environment sets FTV_FORCE_SCALAR
  * (to anything but "0"). */
 const ftv_kernels *ftv_kernels_select(void);
 

@@ -45,6 +45,12 @@
 #define I16_GROUPS 64  /* column groups an int16 lane may sum (see the bound above) */
 _Static_assert(I16_GROUPS * 2 * 2 * 128 <= 32768 && I16_GROUPS * 2 * 2 * 127 <= 32767,
                "int16 accumulators could overflow");
+/* With AVX-512 VNNI (vpdpbusd: 4 products u8 x s8 summed straight into an int32 lane, no int16
+ * step, so no bound but the int32 one of the scalar kernel), one 64-byte vector holds 16 rows
+ * x 4 codes: panels of 32 rows, tiles of 12 tokens in 2 x 12 accumulators + 2 weights + a
+ * broadcast, of the 32 zmm registers. */
+#define VNNI_RGS 4
+#define VNNI_TOKENS 12 /* measured: 16 or 24 tokens with one weight vector are slower */
 
 static int min_int(int a, int b) { return a < b ? a : b; }
 static int max_int(int a, int b) { return a > b ? a : b; }
@@ -56,7 +62,9 @@ static int max_int(int a, int b) { return a > b ? a : b; }
  * 4 consecutive codes). Codes are q + 1; padding rows and columns hold 1 (q = 0). */
 static int blocks_of(int k) { return (k + 15) / 16; }
 
-static size_t panel_bytes(int k) { return (size_t)PANEL_RGS * (size_t)blocks_of(k) * 4 * 32; }
+/* A panel of rgs row groups, and 32 bytes past its end that the VNNI GEMM's last 64-byte load
+ * of an odd number of row groups reads (into lanes it ignores). */
+static size_t panel_bytes(int k, int rgs) { return (size_t)rgs * (size_t)blocks_of(k) * 4 * 32 + 32; }
 
 static size_t avx2_repack(const ftv_tmat *w, int values, void *dst) {
     if (values) { /* a LayerNorm gamma or beta: its float values q / scale */
@@ -116,6 +124,7 @@ static AVX2 void decode_panel(const uint8_t *rp, int blocks, int rg, int nrg, ui
             _mm256_storeu_si256((__m256i *)(dst + 96 * nrg), _mm256_and_si256(_mm256_srli_epi16(p, 6), three));
         }
     }
+    _mm256_storeu_si256((__m256i *)(panel + (size_t)blocks * 4 * 32 * nrg), _mm256_setzero_si256());
 }
 
 /* GCC keeps a loop-carried vector in a register only if told: without this empty asm it
@@ -179,6 +188,61 @@ static AVX2 void dot_tile_any(const uint8_t *panel, int nrg, const int8_t *a, si
 #undef TILE
 }
 
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")))
+#define INLINE512 static inline __attribute__((always_inline)) AVX512
+
+/* dot_tile with vpdpbusd on 64-byte vectors: acc[16 nw t + 8i + r], nw = ceil(nrg / 2) weight
+ * vectors of 16 rows per column group (with nrg odd, the last one's upper 8 rows are the next
+ * column group's first rows: computed, never stored by the epilogue). Sums over all column
+ * groups [g0, g1) in int32 at once: |sum| <= 2 * 128 * k, no int16 chunks. */
+INLINE512 void dot_tile_vnni(const uint8_t *panel, int nrg, const int nw, const int8_t *a, size_t lda, int g0,
+                             int g1, const int nt, int32_t *acc) {
+    __m512i h0[VNNI_TOKENS], h1[VNNI_TOKENS];
+#pragma GCC unroll 12
+    for (int t = 0; t < nt; t++) {
+        h0[t] = _mm512_setzero_si512();
+        if (nw == 2) h1[t] = _mm512_setzero_si512();
+    }
+    const size_t step = (size_t)32 * nrg;
+    const uint8_t *wp = panel + (size_t)g0 * step;
+    const int8_t *ap = a + 4 * (size_t)g0;
+    for (int g = g0; g < g1; g++, wp += step, ap += 4) {
+        const __m512i w0 = _mm512_loadu_si512((const void *)wp);
+        const __m512i w1 = nw == 2 ? _mm512_loadu_si512((const void *)(wp + 64)) : w0;
+#pragma GCC unroll 12
+        for (int t = 0; t < nt; t++) {
+            int32_t four;
+            memcpy(&four, ap + (size_t)t * lda, 4);
+            const __m512i b = _mm512_set1_epi32(four);
+            h0[t] = _mm512_dpbusd_epi32(h0[t], w0, b);
+            if (nw == 2) {
+                h1[t] = _mm512_dpbusd_epi32(h1[t], w1, b);
+                PIN2(h0[t], h1[t]);
+            } else {
+                PIN1(h0[t]);
+            }
+        }
+    }
+#pragma GCC unroll 12
+    for (int t = 0; t < nt; t++) {
+        _mm512_storeu_si512((void *)(acc + 16 * nw * t), h0[t]);
+        if (nw == 2) _mm512_storeu_si512((void *)(acc + 32 * t + 16), h1[t]);
+    }
+}
+
+static AVX512 void dot_tile_vnni_any(const uint8_t *panel, int nrg, const int8_t *a, size_t lda, int g0, int g1,
+                                     int nt, int32_t *acc) {
+#define TILE(W, T) case (W) * 16 + (T): dot_tile_vnni(panel, nrg, W, a, lda, g0, g1, T, acc); break;
+    switch ((nrg + 1) / 2 * 16 + nt) {
+        TILE(1, 1) TILE(1, 2) TILE(1, 3) TILE(1, 4) TILE(1, 5) TILE(1, 6)
+        TILE(1, 7) TILE(1, 8) TILE(1, 9) TILE(1, 10) TILE(1, 11) TILE(1, 12)
+        TILE(2, 1) TILE(2, 2) TILE(2, 3) TILE(2, 4) TILE(2, 5) TILE(2, 6)
+        TILE(2, 7) TILE(2, 8) TILE(2, 9) TILE(2, 10) TILE(2, 11) TILE(2, 12)
+    default: break;
+    }
+#undef TILE
+}
+
 /* Sum of n int8 (the correction term of the unsigned codes). */
 static AVX2 int32_t sum_i8(const int8_t *a, int n) {
     const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
@@ -201,21 +265,37 @@ INLINE __m256 load8(const ftv_fvec *v, int i) {
     return _mm256_loadu_ps((const float *)(v->data + 4 * (size_t)i));
 }
 
+/* Row groups of the VNNI GEMM's panels: 32 rows (two weight vectors per broadcast: measured
+ * 400 GMAC/s against 350 with 16 rows on (197 x 384) x (384 x 1536)), unless the panel, in
+ * every thread's scratch, would pass 24 KB: DeiT-III-S's arena stays under 1 MB with two
+ * threads (fc2, k = 1536, runs as fast with 16 rows). */
+#define VNNI_PANEL_MAX (24 * 1024 + 32)
+static int vnni_rgs(int k) { return panel_bytes(k, VNNI_RGS) <= VNNI_PANEL_MAX ? VNNI_RGS : PANEL_RGS; }
+
 static size_t avx2_gemm_scratch(int k, int tokens) {
-    /* the panel, then the activation sums of every token (and input channel) */
-    return panel_bytes(k) + (size_t)tokens * FTV_MAX_CHANNELS * sizeof(int32_t);
+    /* the largest panel of either GEMM for rows of up to k codes, then the activation sums of
+     * every token (and input channel) */
+    size_t panel = panel_bytes(k, VNNI_RGS) < VNNI_PANEL_MAX ? panel_bytes(k, VNNI_RGS) : VNNI_PANEL_MAX;
+    if (panel < panel_bytes(k, PANEL_RGS)) panel = panel_bytes(k, PANEL_RGS);
+    return panel + (size_t)tokens * FTV_MAX_CHANNELS * sizeof(int32_t);
 }
 
-/* The sweep both GEMMs share: rows [o0, o1) 16 at a time, each panel decoded once, then
- * every tile of up to TILE_TOKENS tokens over it: tile(ctx, panel, rg, nrg, t0, nt). Inlined
- * with its tile function (measured: 5% slower as an indirect call). */
+/* The sweep every GEMM shares: rows [o0, o1) rgs row groups at a time, each panel decoded
+ * once, then tiles of up to `most` tokens over it, of balanced sizes (25 tokens: 9 + 8 + 8,
+ * not 12 + 12 + 1): tile(ctx, panel, rg, nrg, t0, nt). Inlined with its tile function
+ * (measured: 5% slower as an indirect call). */
 typedef void (*tile_fn)(void *ctx, const uint8_t *panel, int rg, int nrg, int t0, int nt);
 
-INLINE void sweep(const ftv_tmat *w, int o0, int o1, int tokens, uint8_t *panel, tile_fn tile, void *ctx) {
-    for (int rg = o0 / RG; rg * RG < o1; rg += PANEL_RGS) {
-        const int nrg = (rg + 1) * RG < o1 ? PANEL_RGS : 1;
+INLINE void sweep(const ftv_tmat *w, int o0, int o1, int tokens, uint8_t *panel, const int rgs, const int most,
+                  tile_fn tile, void *ctx) {
+    const int tiles = (tokens + most - 1) / most;
+    for (int rg = o0 / RG; rg * RG < o1; rg += rgs) {
+        const int nrg = min_int(rgs, (o1 + RG - 1) / RG - rg);
         decode_panel((const uint8_t *)w->repack, blocks_of(w->k), rg, nrg, panel);
-        for (int t0 = 0; t0 < tokens; t0 += TILE_TOKENS) tile(ctx, panel, rg, nrg, t0, min_int(TILE_TOKENS, tokens - t0));
+        for (int i = 0; i < tiles; i++) {
+            const int t0 = (int)((long)tokens * i / tiles);
+            tile(ctx, panel, rg, nrg, t0, (int)((long)tokens * (i + 1) / tiles) - t0);
+        }
     }
 }
 
@@ -229,18 +309,16 @@ typedef struct {
     const ftv_fvec *gamma; /* NULL unless accumulating with LayerScale */
 } tgemm_job;
 
-INLINE void tgemm_tile(void *ctx, const uint8_t *panel, int rg, int nrg, int t0, int nt) {
-    const tgemm_job *j = (const tgemm_job *)ctx;
-    const int k = j->w->k;
-    int32_t acc[TILE_TOKENS * PANEL_RGS * RG];
-    dot_tile_any(panel, nrg, j->xq + (size_t)t0 * k, (size_t)k, 0, k / 4, nt, acc);
+/* y for tokens [t0, t0 + nt) and row groups [rg, rg + nrg) from their sums
+ * acc[ld * t + 8 * i + r]. */
+INLINE void tgemm_store(const tgemm_job *j, const int32_t *acc, const int ld, int rg, int nrg, int t0, int nt) {
     for (int t = 0; t < nt; t++) {
         const __m256 den = _mm256_set1_ps(j->xs[t0 + t] * j->w->scale);
         const __m256i s = _mm256_set1_epi32(j->asum[t0 + t]);
         float *yt = j->y + (size_t)(t0 + t) * j->ldt;
         for (int i = 0; i < nrg; i++) {
             const int r0 = (rg + i) * RG;
-            const __m256i q = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(acc + 16 * t + 8 * i)), s);
+            const __m256i q = _mm256_sub_epi32(_mm256_loadu_si256((const __m256i *)(acc + ld * t + 8 * i)), s);
             __m256 v = _mm256_div_ps(_mm256_cvtepi32_ps(q), den);
             if (j->ldo == 1 && r0 >= j->o0 && r0 + RG <= j->o1) {
                 float *dst = yt + (r0 - j->o0);
@@ -260,6 +338,22 @@ INLINE void tgemm_tile(void *ctx, const uint8_t *panel, int rg, int nrg, int t0,
     }
 }
 
+INLINE void tgemm_tile(void *ctx, const uint8_t *panel, int rg, int nrg, int t0, int nt) {
+    const tgemm_job *j = (const tgemm_job *)ctx;
+    const int k = j->w->k;
+    int32_t acc[TILE_TOKENS * PANEL_RGS * RG];
+    dot_tile_any(panel, nrg, j->xq + (size_t)t0 * k, (size_t)k, 0, k / 4, nt, acc);
+    tgemm_store(j, acc, PANEL_RGS * RG, rg, nrg, t0, nt);
+}
+
+INLINE512 void tgemm_tile_vnni(void *ctx, const uint8_t *panel, int rg, int nrg, int t0, int nt) {
+    const tgemm_job *j = (const tgemm_job *)ctx;
+    const int k = j->w->k;
+    int32_t acc[VNNI_TOKENS * VNNI_RGS * RG];
+    dot_tile_vnni_any(panel, nrg, j->xq + (size_t)t0 * k, (size_t)k, 0, k / 4, nt, acc);
+    tgemm_store(j, acc, 16 * ((nrg + 1) / 2), rg, nrg, t0, nt);
+}
+
 static AVX2 void avx2_tgemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const float *xs, int tokens,
                             float *y, int ldt, int ldo, void *scratch, int accumulate, const ftv_fvec *gamma) {
     if (!w->repack) {
@@ -267,10 +361,23 @@ static AVX2 void avx2_tgemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq,
         return;
     }
     uint8_t *panel = (uint8_t *)scratch;
-    int32_t *asum = (int32_t *)(panel + panel_bytes(w->k));
+    int32_t *asum = (int32_t *)(panel + panel_bytes(w->k, PANEL_RGS));
     for (int t = 0; t < tokens; t++) asum[t] = sum_i8(xq + (size_t)t * w->k, w->k);
     tgemm_job job = {w, o0, o1, ldt, ldo, accumulate, xq, xs, asum, y, accumulate && gamma && gamma->n ? gamma : NULL};
-    sweep(w, o0, o1, tokens, panel, tgemm_tile, &job);
+    sweep(w, o0, o1, tokens, panel, PANEL_RGS, TILE_TOKENS, tgemm_tile, &job);
+}
+
+static AVX512 void avx512_tgemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const float *xs, int tokens,
+                                float *y, int ldt, int ldo, void *scratch, int accumulate, const ftv_fvec *gamma) {
+    if (!w->repack) {
+        ftv_tgemm_strided(w, o0, o1, xq, xs, tokens, y, ldt, ldo, scratch, accumulate, gamma);
+        return;
+    }
+    uint8_t *panel = (uint8_t *)scratch;
+    int32_t *asum = (int32_t *)(panel + panel_bytes(w->k, vnni_rgs(w->k)));
+    for (int t = 0; t < tokens; t++) asum[t] = sum_i8(xq + (size_t)t * w->k, w->k);
+    tgemm_job job = {w, o0, o1, ldt, ldo, accumulate, xq, xs, asum, y, accumulate && gamma && gamma->n ? gamma : NULL};
+    sweep(w, o0, o1, tokens, panel, vnni_rgs(w->k), VNNI_TOKENS, tgemm_tile_vnni, &job);
 }
 
 typedef struct {
@@ -327,11 +434,11 @@ static AVX2 void avx2_patch_gemm(const ftv_tmat *w, int o0, int o1, const int8_t
         return;
     }
     uint8_t *panel = (uint8_t *)scratch;
-    int32_t *asum = (int32_t *)(panel + panel_bytes(k));
+    int32_t *asum = (int32_t *)(panel + panel_bytes(k, PANEL_RGS));
     for (int t = 0; t < tokens; t++)
         for (int ch = 0; ch < chans; ch++) asum[t * chans + ch] = sum_i8(xq + (size_t)t * k + (size_t)ch * pc, pc);
     patch_job job = {w, o0, o1, chans, ldy, xq, xs, asum, cs, bias, y};
-    sweep(w, o0, o1, tokens, panel, patch_tile, &job);
+    sweep(w, o0, o1, tokens, panel, PANEL_RGS, TILE_TOKENS, patch_tile, &job);
 }
 
 /* ---- float kernels -------------------------------------------------------------------- */
@@ -653,9 +760,24 @@ static const ftv_kernels kernels_avx2 = {
     avx2_rmsnorm_quant, avx2_layernorm,  avx2_gelu,   avx2_attend,
 };
 
+/* The same kernels with the GEMM on AVX-512 VNNI. Named "avx2" too: the family of kernels, not
+ * the instruction set of each (the API names two, "avx2" and "scalar"). */
+static const ftv_kernels kernels_avx512 = {
+    "avx2",           avx2_gemm_scratch, avx2_repack, avx512_tgemm, avx2_patch_gemm,
+    avx2_rmsnorm_quant, avx2_layernorm,  avx2_gelu,   avx2_attend,
+};
+
 const ftv_kernels *ftv_kernels_avx2(void) {
     __builtin_cpu_init();
     return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") ? &kernels_avx2 : NULL;
+}
+
+const ftv_kernels *ftv_kernels_avx512(void) {
+    __builtin_cpu_init();
+    return ftv_kernels_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                   __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")
+               ? &kernels_avx512
+               : NULL;
 }
 
 #else

@@ -5,7 +5,7 @@
  * timed run follows an untimed one of the same configuration, so that its weights and
  * activations are in cache as in a forward pass.
  *
- *   bench_gemm [tokens k rows [reps [max_threads [avx2|scalar|all]]]]
+ *   bench_gemm [tokens k rows [reps [max_threads [scalar|avx2|avx512|all]]]]
  *
  * benchmarks/engine_speed.py builds and runs it next to torch's FP32 matmul on the same shape. */
 #define _POSIX_C_SOURCE 199309L
@@ -73,7 +73,7 @@ int main(int argc, char **argv) {
     if (argc >= 5) reps = atoi(argv[4]);
     if (argc >= 6) max_threads = atoi(argv[5]);
     if (tokens < 1 || k < 1 || rows < 1 || reps < 1 || max_threads < 1 || max_threads > 64) {
-        fprintf(stderr, "usage: bench_gemm [tokens k rows [reps [max_threads [avx2|scalar|all]]]]\n");
+        fprintf(stderr, "usage: bench_gemm [tokens k rows [reps [max_threads [scalar|avx2|avx512|all]]]]\n");
         return 2;
     }
     srand(1);
@@ -83,18 +83,21 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < (size_t)tokens * k; i++) xq[i] = (int8_t)(rand() % 256 - 128);
     for (int t = 0; t < tokens; t++) xs[t] = 1.0f + (float)t;
 
-    const ftv_kernels *kernels[2] = {&ftv_kernels_scalar, NULL};
+    /* labelled by instruction set: the AVX-512 table is named "avx2" too (the kernel family) */
+    const char *labels[3] = {"scalar", "avx2", "avx512"};
+    const ftv_kernels *kernels[3] = {&ftv_kernels_scalar, NULL, NULL};
 #if defined(__x86_64__) || defined(__i386__)
     kernels[1] = ftv_kernels_avx2();
+    kernels[2] = ftv_kernels_avx512();
 #endif
-    struct { const ftv_kernels *kern; ftv_tmat w; int threads; ftv_pool *pool; double t[1024]; } cfg[MAX_CONFIGS];
+    struct { const char *label; const ftv_kernels *kern; ftv_tmat w; int threads; ftv_pool *pool; double t[1024]; } cfg[MAX_CONFIGS];
     ftv_pool *pools[65] = {NULL};
     void *owned[8] = {NULL}; /* the packed and repacked matrices */
     int n_owned = 0;
     int nc = 0;
     size_t scratch_bytes = 0;
-    for (int ki = 0; ki < 2; ki++) {
-        if (!kernels[ki] || (strcmp(which, "all") != 0 && strcmp(which, kernels[ki]->name) != 0)) continue;
+    for (int ki = 0; ki < 3; ki++) {
+        if (!kernels[ki] || (strcmp(which, "all") != 0 && strcmp(which, labels[ki]) != 0)) continue;
         for (uint32_t kind = FTV_KIND_TQ2; kind <= FTV_KIND_TQ1; kind++) {
             int rb = (k + (kind == FTV_KIND_TQ2 ? 3 : 4)) / (kind == FTV_KIND_TQ2 ? 4 : 5);
             uint8_t *packed = malloc((size_t)rows * rb);
@@ -114,6 +117,7 @@ int main(int argc, char **argv) {
                 if (th > 1 && !pools[th]) {
                     if (ftv_pool_create(th, &pools[th]) != 0) break;
                 }
+                cfg[nc].label = labels[ki];
                 cfg[nc].kern = kernels[ki];
                 cfg[nc].w = w;
                 cfg[nc].threads = th;
@@ -137,7 +141,7 @@ int main(int argc, char **argv) {
         double med = cfg[c].t[reps / 2], macs = (double)tokens * k * rows;
         printf("{\"kernels\": \"%s\", \"format\": \"%s\", \"threads\": %d, \"tokens\": %d, \"k\": %d, \"rows\": %d, "
                "\"reps\": %d, \"median_s\": %.6g, \"min_s\": %.6g, \"gmacs\": %.2f}\n",
-               cfg[c].kern->name, cfg[c].w.kind == FTV_KIND_TQ2 ? "tq2" : "tq1", cfg[c].threads, tokens, k, rows,
+               cfg[c].label, cfg[c].w.kind == FTV_KIND_TQ2 ? "tq2" : "tq1", cfg[c].threads, tokens, k, rows,
                reps, med, cfg[c].t[0], macs / med * 1e-9);
     }
     for (int th = 0; th <= max_threads; th++) ftv_pool_free(pools[th]);

@@ -186,6 +186,10 @@ static void test_simd_tgemm(void) {
         check_tgemm(kind, 64, 192, 11, 16, 48, 1, 0, 2, 2); /* transposed output (attention keys) */
         check_tgemm(kind, 1, 4, 1, 0, 1, 0, 0, 2, 2);
         check_tgemm(kind, 33, 64, 197, 0, 33, 0, 0, 2, 2);
+        /* 32-row panels of the AVX-512 GEMM: 3 row groups, 2, starting at an odd row group */
+        check_tgemm(kind, 56, 384, 25, 0, 56, 0, 1, 2, 2);
+        check_tgemm(kind, 24, 96, 14, 0, 24, 0, 0, 2, 2);
+        check_tgemm(kind, 88, 256, 30, 8, 88, 1, 0, 2, 2);
         /* int16 worst cases: every code 2 (q = +1) against every activation -128 puts exactly
          * -32768 in each lane after 64 column groups; also +1 x 127, -1 x -128, -1 x 127 */
         for (int w = -1; w <= 1; w += 2) {
@@ -374,19 +378,25 @@ int main(void) {
     }
     RUN(test_exp_erf_accuracy());
     RUN(test_pool());
+    /* every SIMD kernel set this CPU runs */
+    const char *tested = "none";
+    const ftv_kernels *sets[2] = {NULL, NULL};
+    const char *labels[2] = {"avx2", "avx2 avx512"};
 #if defined(__x86_64__) || defined(__i386__)
-    simd = ftv_kernels_avx2();
+    sets[0] = ftv_kernels_avx2();
+    sets[1] = ftv_kernels_avx512();
 #endif
-    if (simd) {
+    for (int i = 0; i < 2; i++) {
+        if (!(simd = sets[i])) continue;
+        tested = labels[i];
         RUN(test_simd_tgemm());
         RUN(test_simd_patch_gemm());
         RUN(test_simd_rmsnorm_quant());
         RUN(test_simd_layernorm());
         RUN(test_simd_gelu());
         RUN(test_simd_attend());
-    } else {
-        printf("no SIMD kernels on this CPU: only the scalar kernels were tested\n");
     }
-    printf("%d passed, %d failed (SIMD kernels: %s)\n", tests_passed, tests_failed, simd ? simd->name : "none");
+    if (!sets[0]) printf("no SIMD kernels on this CPU: only the scalar kernels were tested\n");
+    printf("%d passed, %d failed (SIMD kernels: %s)\n", tests_passed, tests_failed, tested);
     return tests_failed != 0;
 }
