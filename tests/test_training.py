@@ -181,7 +181,7 @@ def test_eval_with_engine(trained, tmp_path, capsys):
     assert "7 classes" in line
 
 
-@pytest.mark.filterwarnings("ignore:Mismatch dtype between input and weight")
+@pytest.mark.filterwarnings("error:Mismatch dtype between input and weight")
 def test_bf16_autocast_runs_on_cpu(trained, tmp_path):
     result = train(tiny_config(tmp_path, "amp", mode="distill", teacher=str(trained["teacher"]), amp=True))
     assert 0 <= result["top1"] <= 1

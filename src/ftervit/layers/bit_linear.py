@@ -61,7 +61,9 @@ class BitLinear(nn.Linear):
         self._eval_precision = value
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.norm(x)
+        # Under bf16 autocast x arrives in bf16: normalize and quantize in the norm's (FP32)
+        # precision, as the engine does; only the matmul runs in bf16.
+        h = self.norm(x.to(self.norm.weight.dtype))
         if self.eval_precision == "bf16" and not torch.is_grad_enabled():
             x_codes, x_scale = int8_per_token(h)
             w_codes, w_scale = ternary_absmean(self.weight)
