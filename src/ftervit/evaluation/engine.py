@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn as nn
+from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ftervit.data import build_data, eval_loader, model_data_config
@@ -14,7 +16,6 @@ from ftervit.evaluation.metrics import topk_correct
 from ftervit.factory import create_model, load_weights
 
 
-@torch.no_grad()
 def evaluate_engine(
     model: str,
     checkpoint: str | Path,
@@ -41,20 +42,35 @@ def evaluate_engine(
         FtervitError: unknown dataset, missing files, a checkpoint or engine file that does not
             fit the data (class count, input shape).
     """
-    from ftervit.engine import Engine
-
     splits = build_data(data, model_data_config(model, img_size), data_dir, download=download)
     kwargs = {"img_size": img_size} if img_size else {}
-    student = create_model(model, num_classes=splits.num_classes, **kwargs).eval()
+    student = create_model(model, num_classes=splits.num_classes, **kwargs)
     load_weights(student, checkpoint, splits.num_classes, f"ternary checkpoint for {model}")
+    return compare_engine(student, engine_file, splits.test, data, batch_size, threads, progress)
+
+
+@torch.no_grad()
+def compare_engine(
+    student: nn.Module,
+    engine_file: str | Path,
+    dataset: Dataset,
+    data: str = "data",
+    batch_size: int = 256,
+    threads: int = 1,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """:func:`evaluate_engine` on a ternary model and a dataset already built."""
+    from ftervit.engine import Engine
+
+    student.eval()
     with Engine(engine_file, threads=threads) as engine:
-        if engine.num_classes != splits.num_classes:
-            raise FtervitError(f"{engine_file} has {engine.num_classes} classes but {data} has "
-                               f"{splits.num_classes}; export the model trained on this dataset")
+        if engine.num_classes != student.num_classes:
+            raise FtervitError(f"{engine_file} has {engine.num_classes} classes but the model of {data} has "
+                               f"{student.num_classes}; export the model trained on this dataset")
         hits = np.zeros((2, 2), dtype=np.int64)  # (engine, torch) x (top-1, top-5)
         agree, rel = 0, []
-        loader = eval_loader(splits.test, batch_size)
-        for images, targets in tqdm(loader, desc="engine", unit="batch", disable=not progress):
+        for images, targets in tqdm(eval_loader(dataset, batch_size), desc="engine", unit="batch",
+                                    disable=not progress):
             if tuple(images.shape[1:]) != engine.input_shape:
                 raise FtervitError(f"{engine_file} takes images {engine.input_shape} but {data} gives "
                                    f"{tuple(images.shape[1:])}; export with the same --img-size")
@@ -65,7 +81,7 @@ def evaluate_engine(
             agree += int((ours.argmax(-1) == ref.argmax(-1)).sum())
             rel.append(((ours - ref).abs().amax(-1) / ref.abs().amax(-1).clamp_min(1e-12)).numpy())
         arena, kernels = engine.arena_bytes, engine.kernels
-    n = len(splits.test)
+    n = len(dataset)
     rel_all = np.concatenate(rel) if rel else np.zeros(1)
     return {
         "data": data, "n": n,

@@ -86,23 +86,23 @@ def run_recipe(
 
 
 def export_and_run(
-    model: str, checkpoint: Path, path: Path, fmt: str, data: str, quiet: bool = False, **kwargs: Any,
+    model: str, checkpoint: Path, path: Path, fmt: str, data: str, quiet: bool = False,
+    data_dir: str | None = None, img_size: int | None = None,
 ) -> dict[str, Any]:
     """Export the ternary ``checkpoint`` to ``path`` and compare the C engine with PyTorch on ``data``."""
     from ftervit.data import build_data, model_data_config
-    from ftervit.evaluation import evaluate_engine
+    from ftervit.evaluation.engine import compare_engine
     from ftervit.export import export_model
     from ftervit.factory import create_model, load_weights
 
-    splits = build_data(data, model_data_config(model, kwargs.get("img_size")), kwargs.get("data_dir"))
-    student = create_model(model, num_classes=splits.num_classes, **({"img_size": kwargs["img_size"]}
-                                                                      if kwargs.get("img_size") else {}))
+    splits = build_data(data, model_data_config(model, img_size), data_dir)
+    student = create_model(model, num_classes=splits.num_classes, **({"img_size": img_size} if img_size else {}))
     load_weights(student, checkpoint, splits.num_classes, f"ternary checkpoint for {model}")
     names = getattr(splits.test, "classes", None) or [str(i) for i in range(splits.num_classes)]
     packed = export_model(student.eval(), path, fmt, class_names=names)
     if not quiet:
         print(f"== engine: {path} ({len(packed.data):,} bytes, {fmt}) on the test split", flush=True)
-    result = evaluate_engine(model, checkpoint, path, data, progress=not quiet, **kwargs)
+    result = compare_engine(student, path, splits.test, data, progress=not quiet)
     return {
         "file": str(path), "file_format": fmt, "file_bytes": len(packed.data),
         "engine_top1": result["engine"]["top1"], "engine_top5": result["engine"]["top5"],
