@@ -188,7 +188,7 @@ static AVX2 void dot_tile_any(const uint8_t *panel, int nrg, const int8_t *a, si
 #undef TILE
 }
 
-#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,f16c")))
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx2,f16c")))
 #define INLINE512 static inline __attribute__((always_inline)) AVX512
 
 /* dot_tile with vpdpbusd on 64-byte vectors: acc[16 nw t + 8i + r], nw = ceil(nrg / 2) weight
@@ -755,6 +755,250 @@ static AVX2 void avx2_attend(const float *q, int ldq, const float *kt, int ldk, 
     }
 }
 
+/* ---- float kernels on AVX-512: the same operations on 16 lanes ------------------------- */
+
+/* exp8 on 16 lanes. */
+INLINE512 void exp16(__m512 *x, const int n) {
+    __m512 k[EXP_WAYS], r[EXP_WAYS], z[EXP_WAYS], p[EXP_WAYS];
+#pragma GCC unroll 4
+    for (int w = 0; w < n; w++) {
+        x[w] = _mm512_max_ps(_mm512_set1_ps(FTV_EXP_MIN), _mm512_min_ps(_mm512_set1_ps(FTV_EXP_MAX), x[w]));
+        k[w] = _mm512_roundscale_ps(_mm512_mul_ps(x[w], _mm512_set1_ps(FTV_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        r[w] = _mm512_sub_ps(x[w], _mm512_mul_ps(k[w], _mm512_set1_ps(FTV_LN2_HI)));
+        r[w] = _mm512_sub_ps(r[w], _mm512_mul_ps(k[w], _mm512_set1_ps(FTV_LN2_LO)));
+        z[w] = _mm512_mul_ps(r[w], r[w]);
+        p[w] = _mm512_set1_ps(FTV_EXP_P0);
+    }
+    const float coef[5] = {FTV_EXP_P1, FTV_EXP_P2, FTV_EXP_P3, FTV_EXP_P4, FTV_EXP_P5};
+    for (int i = 0; i < 5; i++)
+#pragma GCC unroll 4
+        for (int w = 0; w < n; w++) p[w] = _mm512_add_ps(_mm512_mul_ps(p[w], r[w]), _mm512_set1_ps(coef[i]));
+#pragma GCC unroll 4
+    for (int w = 0; w < n; w++) {
+        p[w] = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p[w], z[w]), r[w]), _mm512_set1_ps(1.0f));
+        const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(k[w]), _mm512_set1_epi32(127)), 23);
+        x[w] = _mm512_mul_ps(p[w], _mm512_castsi512_ps(e));
+    }
+}
+
+/* erf8 on 16 lanes. */
+INLINE512 void erf16(__m512 *x, const int n) {
+    const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+    __m512 t[ERF_WAYS], z[ERF_WAYS], pa[ERF_WAYS], pb[ERF_WAYS];
+#pragma GCC unroll 4
+    for (int w = 0; w < n; w++) {
+        t[w] = _mm512_castsi512_ps(_mm512_andnot_si512(sign, _mm512_castps_si512(x[w])));
+        z[w] = _mm512_mul_ps(t[w], t[w]);
+        pa[w] = _mm512_set1_ps(ftv_erf_a[0]);
+        pb[w] = _mm512_set1_ps(ftv_erf_b[0]);
+    }
+    for (int i = 1; i < FTV_ERF_A_N; i++)
+#pragma GCC unroll 4
+        for (int w = 0; w < n; w++) pa[w] = _mm512_add_ps(_mm512_mul_ps(pa[w], z[w]), _mm512_set1_ps(ftv_erf_a[i]));
+#pragma GCC unroll 4
+    for (int w = 0; w < n; w++)
+        z[w] = _mm512_sub_ps(_mm512_min_ps(_mm512_set1_ps(FTV_ERF_CLAMP), t[w]), _mm512_set1_ps(FTV_ERF_MID));
+    for (int i = 1; i < FTV_ERF_B_N; i++)
+#pragma GCC unroll 4
+        for (int w = 0; w < n; w++) pb[w] = _mm512_add_ps(_mm512_mul_ps(pb[w], z[w]), _mm512_set1_ps(ftv_erf_b[i]));
+    exp16(pb, n);
+#pragma GCC unroll 4
+    for (int w = 0; w < n; w++) {
+        const __m512 ra = _mm512_add_ps(t[w], _mm512_mul_ps(t[w], pa[w]));
+        const __m512 rb = _mm512_sub_ps(_mm512_set1_ps(1.0f), pb[w]);
+        const __m512 r = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(t[w], _mm512_set1_ps(FTV_ERF_SPLIT), _CMP_LT_OQ), rb, ra);
+        x[w] = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(r), _mm512_and_si512(sign, _mm512_castps_si512(x[w]))));
+    }
+}
+
+static AVX512 void avx512_gelu(float *x, int n) {
+    const __m512 half = _mm512_set1_ps(0.5f), one = _mm512_set1_ps(1.0f);
+    const __m512 rsqrt2 = _mm512_set1_ps(0.70710678118654752f);
+    int j = 0;
+    for (; j + 16 * ERF_WAYS <= n; j += 16 * ERF_WAYS) {
+        __m512 v[ERF_WAYS], e[ERF_WAYS];
+#pragma GCC unroll 4
+        for (int w = 0; w < ERF_WAYS; w++) {
+            v[w] = _mm512_loadu_ps(x + j + 16 * w);
+            e[w] = _mm512_mul_ps(v[w], rsqrt2);
+        }
+        erf16(e, ERF_WAYS);
+#pragma GCC unroll 4
+        for (int w = 0; w < ERF_WAYS; w++)
+            _mm512_storeu_ps(x + j + 16 * w, _mm512_mul_ps(_mm512_mul_ps(half, v[w]), _mm512_add_ps(one, e[w])));
+    }
+    avx2_gelu(x + j, n - j);
+}
+
+/* softmax8 with exp on 16 lanes: lane l of the 8-lane sum still adds x[l], x[l + 8], ... in
+ * order (the low half of each 16, then the high half). */
+static AVX512 void softmax16(float *x, int n) {
+    const int n16 = n - n % 16, n8 = n - n % 8;
+    __m512 mv = _mm512_set1_ps(x[0]);
+    int j = 0;
+    for (; j < n16; j += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(x + j));
+    /* max is exact in any order (the sign of a zero maximum changes no x - max) */
+    float mx = hmax(_mm256_max_ps(_mm512_castps512_ps256(mv), _mm512_extractf32x8_ps(mv, 1)));
+    for (; j < n; j++) mx = x[j] > mx ? x[j] : mx;
+    const __m512 mv16 = _mm512_set1_ps(mx);
+    __m256 acc = _mm256_setzero_ps();
+    __m512 e[EXP_WAYS];
+    for (j = 0; j + 16 * EXP_WAYS <= n16; j += 16 * EXP_WAYS) {
+#pragma GCC unroll 4
+        for (int w = 0; w < EXP_WAYS; w++) e[w] = _mm512_sub_ps(_mm512_loadu_ps(x + j + 16 * w), mv16);
+        exp16(e, EXP_WAYS);
+#pragma GCC unroll 4
+        for (int w = 0; w < EXP_WAYS; w++) {
+            _mm512_storeu_ps(x + j + 16 * w, e[w]);
+            acc = _mm256_add_ps(acc, _mm512_castps512_ps256(e[w]));
+            acc = _mm256_add_ps(acc, _mm512_extractf32x8_ps(e[w], 1));
+        }
+    }
+    for (; j < n16; j += 16) {
+        e[0] = _mm512_sub_ps(_mm512_loadu_ps(x + j), mv16);
+        exp16(e, 1);
+        _mm512_storeu_ps(x + j, e[0]);
+        acc = _mm256_add_ps(acc, _mm512_castps512_ps256(e[0]));
+        acc = _mm256_add_ps(acc, _mm512_extractf32x8_ps(e[0], 1));
+    }
+    for (; j < n8; j += 8) {
+        __m256 e8 = _mm256_sub_ps(_mm256_loadu_ps(x + j), _mm256_set1_ps(mx));
+        exp8(&e8, 1);
+        _mm256_storeu_ps(x + j, e8);
+        acc = _mm256_add_ps(acc, e8);
+    }
+    float part[FTV_LANES];
+    _mm256_storeu_ps(part, acc);
+    for (; j < n; j++) {
+        x[j] = ftv_expf(x[j] - mx);
+        part[j % FTV_LANES] += x[j];
+    }
+    const float inv = 1.0f / ftv_lanes_sum(part);
+    const __m512 iv = _mm512_set1_ps(inv);
+    for (j = 0; j < n16; j += 16) _mm512_storeu_ps(x + j, _mm512_mul_ps(_mm512_loadu_ps(x + j), iv));
+    for (; j < n; j++) x[j] *= inv;
+}
+
+/* scores() on 16 keys a vector: NQ queries x NV vectors of keys from j0, the last vector's
+ * lanes cut by `last` (keys past the end: neither loaded nor stored). */
+INLINE512 void scores16(const float *qb, const int nq, const float *kt, size_t ldk, int hd, int j0, const int nv,
+                        __mmask16 last, float scale, float *sc) {
+    __m512 acc[FTV_ATTEND_QUERIES][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < nq; i++)
+#pragma GCC unroll 4
+        for (int u = 0; u < nv; u++) acc[i][u] = _mm512_setzero_ps();
+    for (int d = 0; d < hd; d++) {
+        const float *kd = kt + (size_t)d * ldk + j0;
+        __m512 kv[4];
+#pragma GCC unroll 4
+        for (int u = 0; u < nv; u++) {
+            kv[u] = u + 1 < nv ? _mm512_loadu_ps(kd + 16 * u) : _mm512_maskz_loadu_ps(last, kd + 16 * u);
+            PIN1(kv[u]);
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < nq; i++) {
+            const __m512 qd = _mm512_set1_ps(qb[(size_t)i * hd + d]);
+#pragma GCC unroll 4
+            for (int u = 0; u < nv; u++) {
+                acc[i][u] = _mm512_add_ps(acc[i][u], _mm512_mul_ps(qd, kv[u]));
+                PIN1(acc[i][u]);
+            }
+        }
+    }
+    const __m512 s = _mm512_set1_ps(scale);
+#pragma GCC unroll 4
+    for (int i = 0; i < nq; i++)
+#pragma GCC unroll 4
+        for (int u = 0; u < nv; u++) {
+            float *dst = sc + (size_t)i * ldk + j0 + 16 * u;
+            if (u + 1 < nv) _mm512_storeu_ps(dst, _mm512_mul_ps(acc[i][u], s));
+            else _mm512_mask_storeu_ps(dst, last, _mm512_mul_ps(acc[i][u], s));
+        }
+}
+
+INLINE512 void scores16_all(const float *qb, const int nq, const float *kt, size_t ldk, int hd, int tokens,
+                            float scale, float *sc) {
+    int j0 = 0; /* keys in blocks of 64, then what is left in 1 to 4 vectors */
+    for (; j0 + 64 <= tokens; j0 += 64) scores16(qb, nq, kt, ldk, hd, j0, 4, 0xFFFF, scale, sc);
+    const int left = tokens - j0, nv = (left + 15) / 16;
+    const __mmask16 last = (__mmask16)(left % 16 ? (1u << left % 16) - 1 : 0xFFFFu);
+    switch (nv) {
+    case 4: scores16(qb, nq, kt, ldk, hd, j0, 4, last, scale, sc); break;
+    case 3: scores16(qb, nq, kt, ldk, hd, j0, 3, last, scale, sc); break;
+    case 2: scores16(qb, nq, kt, ldk, hd, j0, 2, last, scale, sc); break;
+    case 1: scores16(qb, nq, kt, ldk, hd, j0, 1, last, scale, sc); break;
+    default: break;
+    }
+}
+
+/* weigh_values() for NQ queries x NV vectors of 16 head dimensions. */
+INLINE512 void weigh_values16(const float *p, size_t ldp, const int nq, const float *v, size_t ldv, int tokens,
+                              int d0, const int nv, float *out, size_t ldo) {
+    __m512 acc[FTV_ATTEND_QUERIES][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < nq; i++)
+#pragma GCC unroll 4
+        for (int u = 0; u < nv; u++) acc[i][u] = _mm512_setzero_ps();
+    for (int j = 0; j < tokens; j++) {
+        const float *vj = v + (size_t)j * ldv + d0;
+        __m512 vv[4];
+#pragma GCC unroll 4
+        for (int u = 0; u < nv; u++) {
+            vv[u] = _mm512_loadu_ps(vj + 16 * u);
+            PIN1(vv[u]);
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < nq; i++) {
+            const __m512 pj = _mm512_set1_ps(p[(size_t)i * ldp + j]);
+#pragma GCC unroll 4
+            for (int u = 0; u < nv; u++) {
+                acc[i][u] = _mm512_add_ps(acc[i][u], _mm512_mul_ps(pj, vv[u]));
+                PIN1(acc[i][u]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < nq; i++)
+#pragma GCC unroll 4
+        for (int u = 0; u < nv; u++) _mm512_storeu_ps(out + (size_t)i * ldo + d0 + 16 * u, acc[i][u]);
+}
+
+INLINE512 void weigh_values16_all(const float *p, size_t ldp, const int nq, const float *v, size_t ldv, int tokens,
+                                  int hd, float *out, size_t ldo) {
+    int d0 = 0;
+    for (; d0 + 64 <= hd; d0 += 64) weigh_values16(p, ldp, nq, v, ldv, tokens, d0, 4, out, ldo);
+    for (; d0 < hd; d0 += 16) weigh_values16(p, ldp, nq, v, ldv, tokens, d0, 1, out, ldo);
+}
+
+/* avx2_attend on 16 lanes: scores of 4 queries x 64 keys, weighted values of 4 queries x 64
+ * head dimensions per step (16 accumulators of the 32 registers). */
+static AVX512 void avx512_attend(const float *q, int ldq, const float *kt, int ldk, const float *v, int ldv,
+                                 int tokens, int hd, float scale, float *out, int ldo, int nq, float *scratch) {
+    if (hd % 16) {
+        avx2_attend(q, ldq, kt, ldk, v, ldv, tokens, hd, scale, out, ldo, nq, scratch);
+        return;
+    }
+    float *sc = scratch, *qb = scratch + (size_t)FTV_ATTEND_QUERIES * ldk;
+    for (int i0 = 0; i0 < nq; i0 += FTV_ATTEND_QUERIES) {
+        const int nb = min_int(FTV_ATTEND_QUERIES, nq - i0);
+        for (int i = 0; i < nb; i++) /* out may overwrite q */
+            memcpy(qb + (size_t)i * hd, q + (size_t)(i0 + i) * ldq, (size_t)hd * sizeof(float));
+        float *o = out + (size_t)i0 * ldo;
+        switch (nb) {
+#define QUERIES(N)                                                                                              \
+    case N:                                                                                                     \
+        scores16_all(qb, N, kt, (size_t)ldk, hd, tokens, scale, sc);                                           \
+        for (int i = 0; i < N; i++) softmax16(sc + (size_t)i * ldk, tokens);                                   \
+        weigh_values16_all(sc, (size_t)ldk, N, v, (size_t)ldv, tokens, hd, o, (size_t)ldo);                   \
+        break;
+            QUERIES(4) QUERIES(3) QUERIES(2) QUERIES(1)
+#undef QUERIES
+        default: break;
+        }
+    }
+}
+
 static const ftv_kernels kernels_avx2 = {
     "avx2",           avx2_gemm_scratch, avx2_repack, avx2_tgemm, avx2_patch_gemm,
     avx2_rmsnorm_quant, avx2_layernorm,  avx2_gelu,   avx2_attend,
@@ -763,8 +1007,8 @@ static const ftv_kernels kernels_avx2 = {
 /* The same kernels with the GEMM on AVX-512 VNNI. Named "avx2" too: the family of kernels, not
  * the instruction set of each (the API names two, "avx2" and "scalar"). */
 static const ftv_kernels kernels_avx512 = {
-    "avx2",           avx2_gemm_scratch, avx2_repack, avx512_tgemm, avx2_patch_gemm,
-    avx2_rmsnorm_quant, avx2_layernorm,  avx2_gelu,   avx2_attend,
+    "avx2",           avx2_gemm_scratch, avx2_repack,  avx512_tgemm, avx2_patch_gemm,
+    avx2_rmsnorm_quant, avx2_layernorm,  avx512_gelu, avx512_attend,
 };
 
 const ftv_kernels *ftv_kernels_avx2(void) {
@@ -775,6 +1019,7 @@ const ftv_kernels *ftv_kernels_avx2(void) {
 const ftv_kernels *ftv_kernels_avx512(void) {
     __builtin_cpu_init();
     return ftv_kernels_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                   __builtin_cpu_supports("avx512dq") &&
                    __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni")
                ? &kernels_avx512
                : NULL;

@@ -282,7 +282,10 @@ static void test_simd_gelu(void) {
 }
 
 static void test_simd_attend(void) {
-    const int cases[][3] = {{1, 8, 1}, {5, 64, 5}, {17, 40, 9}, {197, 64, 99}, {33, 16, 7}}; /* tokens, hd, queries */
+    /* tokens, hd, queries; also whole and partial 64-key blocks and 16-lane head dimensions
+     * of the AVX-512 kernel, and a softmax with 8 to 15 keys past the last 16 */
+    const int cases[][3] = {{1, 8, 1}, {5, 64, 5}, {17, 40, 9}, {197, 64, 99}, {33, 16, 7},
+                            {64, 64, 4}, {100, 48, 6}, {129, 80, 3}, {29, 16, 3}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const int T = cases[c][0], hd = cases[c][1], nq = cases[c][2], ldk = (T + 7) & ~7, ld = 3 * hd;
         float *q = malloc(sizeof(float) * nq * ld), *kt = calloc((size_t)hd * ldk, sizeof(float));
