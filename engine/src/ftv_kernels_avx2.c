@@ -757,6 +757,54 @@ static AVX2 void avx2_attend(const float *q, int ldq, const float *kt, int ldk, 
 
 /* ---- float kernels on AVX-512: the same operations on 16 lanes ------------------------- */
 
+/* 16 floats of a file vector from index i. */
+INLINE512 __m512 load16(const ftv_fvec *v, int i) {
+    if (v->is_f16) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v->data + 2 * (size_t)i)));
+    return _mm512_loadu_ps((const float *)(v->data + 4 * (size_t)i));
+}
+
+/* avx2_rmsnorm_quant with its element-wise passes (the absolute maximum, the quantizer) on 16
+ * lanes; the sum of squares keeps its 8-lane order. */
+static AVX512 float avx512_rmsnorm_quant(const float *x, const ftv_fvec *g, float rms_eps, float quant_eps, int k,
+                                         int8_t *q) {
+    float part[FTV_LANES];
+    __m256 acc = _mm256_setzero_ps();
+    int j = 0;
+    const int k8 = k - k % 8, k16 = k - k % 16;
+    for (; j < k8; j += 8) {
+        const __m256 v = _mm256_loadu_ps(x + j);
+        acc = _mm256_add_ps(acc, _mm256_mul_ps(v, v));
+    }
+    _mm256_storeu_ps(part, acc);
+    for (; j < k; j++) part[j % FTV_LANES] += x[j] * x[j];
+    const float r = 1.0f / sqrtf(ftv_lanes_sum(part) / (float)k + rms_eps);
+    const __m512 rv = _mm512_set1_ps(r);
+    const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF);
+    __m512 mx = _mm512_setzero_ps();
+    for (j = 0; j < k16; j += 16) {
+        const __m512 h = _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(x + j), rv), load16(g, j));
+        mx = _mm512_max_ps(mx, _mm512_castsi512_ps(_mm512_and_si512(abs_mask, _mm512_castps_si512(h))));
+    }
+    float amax = hmax(_mm256_max_ps(_mm512_castps512_ps256(mx), _mm512_extractf32x8_ps(mx, 1)));
+    for (; j < k; j++) {
+        const float a = fabsf(x[j] * r * ftv_fvec_get(g, j));
+        if (a > amax) amax = a;
+    }
+    const float s = 127.0f / (amax > quant_eps ? amax : quant_eps);
+    const __m512 sv = _mm512_set1_ps(s), lo = _mm512_set1_ps(-128.0f), hi = _mm512_set1_ps(127.0f);
+    for (j = 0; j < k16; j += 16) {
+        __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(x + j), rv), load16(g, j)), sv);
+        v = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        const __m512i i32 = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(v, lo), hi));
+        _mm_storeu_si128((__m128i *)(q + j), _mm512_cvtepi32_epi8(i32)); /* in [-128, 127]: truncation is exact */
+    }
+    for (; j < k; j++) {
+        const float v = rintf(x[j] * r * ftv_fvec_get(g, j) * s);
+        q[j] = (int8_t)(v > 127.0f ? 127 : (v < -128.0f ? -128 : (int)v));
+    }
+    return s;
+}
+
 /* exp8 on 16 lanes. */
 INLINE512 void exp16(__m512 *x, const int n) {
     __m512 k[EXP_WAYS], r[EXP_WAYS], z[EXP_WAYS], p[EXP_WAYS];
@@ -1008,7 +1056,7 @@ static const ftv_kernels kernels_avx2 = {
  * the instruction set of each (the API names two, "avx2" and "scalar"). */
 static const ftv_kernels kernels_avx512 = {
     "avx2",           avx2_gemm_scratch, avx2_repack,  avx512_tgemm, avx2_patch_gemm,
-    avx2_rmsnorm_quant, avx2_layernorm,  avx512_gelu, avx512_attend,
+    avx512_rmsnorm_quant, avx2_layernorm, avx512_gelu, avx512_attend,
 };
 
 const ftv_kernels *ftv_kernels_avx2(void) {
