@@ -346,12 +346,57 @@ INLINE void tgemm_tile(void *ctx, const uint8_t *panel, int rg, int nrg, int t0,
     tgemm_store(j, acc, PANEL_RGS * RG, rg, nrg, t0, nt);
 }
 
+/* 16 floats of a file vector from index i, lanes outside m zero (and not read). */
+INLINE512 __m512 load16_masked(const ftv_fvec *v, int i, __mmask16 m) {
+    if (v->is_f16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, v->data + 2 * (size_t)i));
+    return _mm512_maskz_loadu_ps(m, v->data + 4 * (size_t)i);
+}
+
+/* tgemm_store for the VNNI tile, acc[16 nw t + 16 v + lane], 16 rows a vector: one division
+ * for 16 outputs (the division bounds the epilogue: measured, a 16-lane vdivps takes about
+ * the time of an 8-lane one); lanes past [o0, o1) or the panel masked off. */
+INLINE512 void tgemm_store16(const tgemm_job *j, const int32_t *acc, int rg, int nrg, int t0, int nt) {
+    const int nw = (nrg + 1) / 2, end = min_int(j->o1, (rg + nrg) * RG);
+    for (int t = 0; t < nt; t++) {
+        const __m512 den = _mm512_set1_ps(j->xs[t0 + t] * j->w->scale);
+        const __m512i s = _mm512_set1_epi32(j->asum[t0 + t]);
+        float *yt = j->y + (size_t)(t0 + t) * j->ldt;
+        for (int v = 0; v < nw; v++) {
+            const int r0 = (rg + 2 * v) * RG, n = min_int(16, end - r0); /* rows [r0, r0 + n), n >= 1 */
+            const __m512i q = _mm512_sub_epi32(_mm512_loadu_si512((const void *)(acc + 16 * nw * t + 16 * v)), s);
+            __m512 val = _mm512_div_ps(_mm512_cvtepi32_ps(q), den);
+            const __mmask16 m = (__mmask16)((1u << n) - 1u);
+            if (j->ldo == 1 && r0 >= j->o0) {
+                float *dst = yt + (r0 - j->o0);
+                if (j->accumulate)
+                    val = _mm512_add_ps(_mm512_maskz_loadu_ps(m, dst),
+                                        _mm512_mul_ps(j->gamma ? load16_masked(j->gamma, r0, m) : _mm512_set1_ps(1.0f), val));
+                _mm512_mask_storeu_ps(dst, m, val);
+                continue;
+            }
+            if (!j->accumulate && r0 >= j->o0) { /* a transposed output (attention keys): scattered */
+                const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                                       _mm512_set1_epi32(j->ldo));
+                _mm512_mask_i32scatter_ps(yt + (size_t)(r0 - j->o0) * j->ldo, m, idx, val, 4);
+                continue;
+            }
+            float lane[16]; /* rows before o0, or a strided output to add to */
+            _mm512_storeu_ps(lane, val);
+            for (int r = max_int(r0, j->o0); r < r0 + n; r++) {
+                float *dst = yt + (size_t)(r - j->o0) * j->ldo;
+                if (j->accumulate) *dst += (j->gamma ? ftv_fvec_get(j->gamma, r) : 1.0f) * lane[r - r0];
+                else *dst = lane[r - r0];
+            }
+        }
+    }
+}
+
 INLINE512 void tgemm_tile_vnni(void *ctx, const uint8_t *panel, int rg, int nrg, int t0, int nt) {
     const tgemm_job *j = (const tgemm_job *)ctx;
     const int k = j->w->k;
     int32_t acc[VNNI_TOKENS * VNNI_RGS * RG];
     dot_tile_vnni_any(panel, nrg, j->xq + (size_t)t0 * k, (size_t)k, 0, k / 4, nt, acc);
-    tgemm_store(j, acc, 16 * ((nrg + 1) / 2), rg, nrg, t0, nt);
+    tgemm_store16(j, acc, rg, nrg, t0, nt);
 }
 
 static AVX2 void avx2_tgemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const float *xs, int tokens,
