@@ -461,14 +461,19 @@ typedef struct {
     float *y;
 } patch_job;
 
-INLINE void patch_tile(void *ctx, const uint8_t *panel, int rg, int nrg, int t0, int nt) {
+/* The patch embedding's tile on panels of up to 2 row groups, with either dot product: both
+ * leave acc[16t + 8i + r] (up to VNNI_TOKENS tokens). */
+typedef void (*dot_fn)(const uint8_t *panel, int nrg, const int8_t *a, size_t lda, int g0, int g1, int nt,
+                       int32_t *acc);
+
+INLINE void patch_tile_with(void *ctx, const uint8_t *panel, int rg, int nrg, int t0, int nt, dot_fn dot) {
     const patch_job *j = (const patch_job *)ctx;
     const int k = j->w->k, gpc = k / j->chans / 4; /* column groups per input channel */
-    int32_t acc[TILE_TOKENS * PANEL_RGS * RG];
-    __m256 sum[TILE_TOKENS][PANEL_RGS];
+    int32_t acc[VNNI_TOKENS * PANEL_RGS * RG];
+    __m256 sum[VNNI_TOKENS][PANEL_RGS];
     for (int t = 0; t < nt; t++) sum[t][0] = sum[t][1] = _mm256_setzero_ps();
     for (int ch = 0; ch < j->chans; ch++) { /* each channel: its own integer sum and scale */
-        dot_tile_any(panel, nrg, j->xq + (size_t)t0 * k, (size_t)k, ch * gpc, (ch + 1) * gpc, nt, acc);
+        dot(panel, nrg, j->xq + (size_t)t0 * k, (size_t)k, ch * gpc, (ch + 1) * gpc, nt, acc);
         const __m256 sc = _mm256_set1_ps(j->xs[ch]);
         for (int t = 0; t < nt; t++)
             for (int i = 0; i < nrg; i++) {
@@ -496,9 +501,18 @@ INLINE void patch_tile(void *ctx, const uint8_t *panel, int rg, int nrg, int t0,
         }
 }
 
-static AVX2 void avx2_patch_gemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const float *xs, int chans,
-                                 int tokens, const ftv_fvec *cs, const ftv_fvec *bias, float *y, int ldy,
-                                 void *scratch) {
+INLINE void patch_tile(void *ctx, const uint8_t *panel, int rg, int nrg, int t0, int nt) {
+    patch_tile_with(ctx, panel, rg, nrg, t0, nt, dot_tile_any);
+}
+
+INLINE512 void patch_tile_vnni(void *ctx, const uint8_t *panel, int rg, int nrg, int t0, int nt) {
+    patch_tile_with(ctx, panel, rg, nrg, t0, nt, dot_tile_vnni_any);
+}
+
+/* The patch embedding with either dot product (vnni: a constant after inlining). */
+INLINE void patch_gemm_with(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const float *xs, int chans,
+                            int tokens, const ftv_fvec *cs, const ftv_fvec *bias, float *y, int ldy, void *scratch,
+                            const int vnni) {
     const int k = w->k, pc = k / chans; /* codes per input channel */
     if (!w->repack || pc % 4 || pc * chans != k) {
         ftv_patch_gemm(w, o0, o1, xq, xs, chans, tokens, cs, bias, y, ldy, scratch);
@@ -509,7 +523,20 @@ static AVX2 void avx2_patch_gemm(const ftv_tmat *w, int o0, int o1, const int8_t
     for (int t = 0; t < tokens; t++)
         for (int ch = 0; ch < chans; ch++) asum[t * chans + ch] = sum_i8(xq + (size_t)t * k + (size_t)ch * pc, pc);
     patch_job job = {w, o0, o1, chans, ldy, xq, xs, asum, cs, bias, y};
-    sweep(w, o0, o1, tokens, panel, PANEL_RGS, TILE_TOKENS, decode_panel, patch_tile, &job);
+    if (vnni) sweep(w, o0, o1, tokens, panel, PANEL_RGS, VNNI_TOKENS, decode_panel, patch_tile_vnni, &job);
+    else sweep(w, o0, o1, tokens, panel, PANEL_RGS, TILE_TOKENS, decode_panel, patch_tile, &job);
+}
+
+static AVX2 void avx2_patch_gemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const float *xs, int chans,
+                                 int tokens, const ftv_fvec *cs, const ftv_fvec *bias, float *y, int ldy,
+                                 void *scratch) {
+    patch_gemm_with(w, o0, o1, xq, xs, chans, tokens, cs, bias, y, ldy, scratch, 0);
+}
+
+static AVX512 void avx512_patch_gemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const float *xs, int chans,
+                                     int tokens, const ftv_fvec *cs, const ftv_fvec *bias, float *y, int ldy,
+                                     void *scratch) {
+    patch_gemm_with(w, o0, o1, xq, xs, chans, tokens, cs, bias, y, ldy, scratch, 1);
 }
 
 /* ---- float kernels -------------------------------------------------------------------- */
@@ -1126,7 +1153,7 @@ static const ftv_kernels kernels_avx2 = {
 /* The same kernels with the GEMM on AVX-512 VNNI. Named "avx2" too: the family of kernels, not
  * the instruction set of each (the API names two, "avx2" and "scalar"). */
 static const ftv_kernels kernels_avx512 = {
-    "avx2",           avx2_gemm_scratch, avx2_repack,  avx512_tgemm, avx2_patch_gemm,
+    "avx2",           avx2_gemm_scratch, avx2_repack,  avx512_tgemm, avx512_patch_gemm,
     avx512_rmsnorm_quant, avx2_layernorm, avx512_gelu, avx512_attend,
 };
 

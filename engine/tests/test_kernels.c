@@ -203,7 +203,7 @@ static void test_simd_tgemm(void) {
 static void test_simd_patch_gemm(void) {
     for (uint32_t kind = FTV_KIND_TQ2; kind <= FTV_KIND_TQ1; kind++)
         for (int with_bias = 0; with_bias <= 1; with_bias++) {
-            const int rows = 24, chans = 3, k = chans * 16, tokens = 9;
+            const int rows = 24, chans = 3, k = chans * 16, tokens = with_bias ? 30 : 9; /* 30: 3 tiles of 10 */
             tmat_fixture f;
             fixture_make(&f, kind, rows, k, 2, 0.0f);
             float rs[24], cs[24];
@@ -214,9 +214,9 @@ static void test_simd_patch_gemm(void) {
             }
             f.file.row_scale = f.fast.row_scale = (ftv_fvec){(const uint8_t *)rs, 0, rows};
             ftv_fvec csv = {(const uint8_t *)cs, 0, rows}, bv = {(const uint8_t *)bias, 1, with_bias ? rows : 0};
-            int8_t xq[9 * 48];
+            int8_t xq[30 * 48];
             fill_acts(xq, sizeof xq, 2);
-            float xs[3] = {frand(1, 50), frand(1, 50), frand(1, 50)}, y0[9 * 24], y1[9 * 24];
+            float xs[3] = {frand(1, 50), frand(1, 50), frand(1, 50)}, y0[30 * 24], y1[30 * 24];
             void *scratch = malloc(simd->gemm_scratch(k, tokens) + (size_t)k);
             ftv_kernels_scalar.patch_gemm(&f.file, 5, rows, xq, xs, chans, tokens, &csv, &bv, y0, rows, scratch);
             simd->patch_gemm(&f.fast, 5, rows, xq, xs, chans, tokens, &csv, &bv, y1, rows, scratch);
