@@ -5,7 +5,7 @@ the speed of every path does not depend on the values), in one process, on the s
 and the same number of threads (default 2):
 
 - the engine (``ftervit.engine.Engine``), its .ftv file exported as tq2 and as tq1, with the
-  kernels chosen at load (AVX2 when the CPU has it; ``--scalar`` adds the portable kernels);
+  kernels chosen at load (AVX-512, else AVX2, when the CPU has them; ``--scalar`` adds the portable kernels);
 - PyTorch FP32 eager: the timm model, ``torch.set_num_threads``, ``inference_mode``;
 - onnxruntime, int8 dynamic quantization of the same FP32 model (``torch.onnx.export`` at
   opset 17, then ``quantize_dynamic(weight_type=QInt8)``, ``intra_op_num_threads``).
@@ -55,6 +55,20 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def simd_flags() -> list[str]:
+    """The CPU's flags that pick the engine's kernels: AVX2 and F16C, and AVX-512 F/BW/DQ/VL +
+    VNNI for the AVX-512 GEMM, attention and GELU (the kernel set is named "avx2" either way)."""
+    wanted = ("avx2", "f16c", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni")
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in wanted if f in have]
+    except OSError:
+        pass
+    return []
 
 
 def load_average() -> list[float] | None:
@@ -153,7 +167,7 @@ def bench_kernel(rounds: int, reps: int, scalar: bool) -> dict:
     median over rounds."""
     subprocess.run(["make", "-s", "-C", str(ROOT / "engine"), "build/bench_gemm"], check=True)
     cmd = [str(ROOT / "engine" / "build" / "bench_gemm"), *map(str, KERNEL_SHAPE), str(reps), "2",
-           "all" if scalar else "avx2"]
+           "all" if scalar else "simd"]
     per_round = []
     for _ in range(rounds):
         torch_gmacs = {t: torch_matmul_gmacs(t, reps) for t in (1, 2)}
@@ -184,7 +198,8 @@ def main() -> None:
         p.error("--runs: at least 10")
     import onnxruntime
 
-    report = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "load_average_start": load_average()},
+    report = {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "simd_flags": simd_flags(),
+                          "load_average_start": load_average()},
               "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
                            "timm": timm.__version__},
               "threads": args.threads, "models": []}

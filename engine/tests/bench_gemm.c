@@ -5,7 +5,7 @@
  * timed run follows an untimed one of the same configuration, so that its weights and
  * activations are in cache as in a forward pass.
  *
- *   bench_gemm [tokens k rows [reps [max_threads [scalar|avx2|avx512|all]]]]
+ *   bench_gemm [tokens k rows [reps [max_threads [scalar|avx2|avx512|simd|all]]]]
  *
  * benchmarks/engine_speed.py builds and runs it next to torch's FP32 matmul on the same shape. */
 #define _POSIX_C_SOURCE 199309L
@@ -73,7 +73,7 @@ int main(int argc, char **argv) {
     if (argc >= 5) reps = atoi(argv[4]);
     if (argc >= 6) max_threads = atoi(argv[5]);
     if (tokens < 1 || k < 1 || rows < 1 || reps < 1 || max_threads < 1 || max_threads > 64) {
-        fprintf(stderr, "usage: bench_gemm [tokens k rows [reps [max_threads [scalar|avx2|avx512|all]]]]\n");
+        fprintf(stderr, "usage: bench_gemm [tokens k rows [reps [max_threads [scalar|avx2|avx512|simd|all]]]]\n");
         return 2;
     }
     srand(1);
@@ -97,7 +97,8 @@ int main(int argc, char **argv) {
     int nc = 0;
     size_t scratch_bytes = 0;
     for (int ki = 0; ki < 3; ki++) {
-        if (!kernels[ki] || (strcmp(which, "all") != 0 && strcmp(which, labels[ki]) != 0)) continue;
+        const int wanted = strcmp(which, "all") == 0 || strcmp(which, labels[ki]) == 0 || (strcmp(which, "simd") == 0 && ki > 0);
+        if (!kernels[ki] || !wanted) continue;
         for (uint32_t kind = FTV_KIND_TQ2; kind <= FTV_KIND_TQ1; kind++) {
             int rb = (k + (kind == FTV_KIND_TQ2 ? 3 : 4)) / (kind == FTV_KIND_TQ2 ? 4 : 5);
             uint8_t *packed = malloc((size_t)rows * rb);
