@@ -96,10 +96,15 @@ def onnx_int8(model: torch.nn.Module, x: torch.Tensor, workdir: Path, threads: i
 def time_round_robin(contenders: dict, runs: int, warmup: int = 3) -> dict:
     """Each round times every contender once; returns {name: [seconds...]}. A pause before
     each run lets the previous contender's idle threads stop spinning (OpenMP, onnxruntime
-    and the engine's pool all spin a while before they sleep) instead of stealing its cores."""
+    and the engine's pool all spin a while before they sleep) instead of stealing its cores,
+    and the order rotates from round to round, so that no contender always follows the same
+    one (with a fixed order, the first engine, always right after PyTorch, measured 7-50%
+    slower with 2 threads than the second, which runs the same code)."""
     times = {name: [] for name in contenders}
+    names = list(contenders)
     for r in range(warmup + runs):
-        for name, fn in contenders.items():
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            fn = contenders[name]
             time.sleep(0.005)
             t = time.perf_counter()
             fn()
