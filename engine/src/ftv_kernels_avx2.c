@@ -1,12 +1,15 @@
-/* AVX2 kernels (x86): the ternary GEMM on vpmaddubsw, and vectorized RMSNorm + int8
- * quantizer, LayerNorm, GELU and attention.
+/* SIMD kernels for x86, two sets: AVX2 (the ternary GEMM on vpmaddubsw, and vectorized
+ * RMSNorm + int8 quantizer, LayerNorm, GELU and attention), and AVX-512 (the GEMMs on the VNNI
+ * instruction vpdpbusd; attention, softmax, GELU and the quantizer's element-wise passes on
+ * 16 lanes; the rest shared with the AVX2 set).
  *
- * Every function is compiled for AVX2 + F16C through a target attribute, so the library
- * still runs on CPUs without them: ftv_kernels_avx2() asks the CPU at run time and the
- * engine falls back to the scalar kernels. Results are bit-identical to the scalar kernels:
- * integer sums exactly, float ops in the same order (reductions in the FTV_LANES order, exp
- * and erf from ftv_math.h, no fused multiply-add). engine/tests/test_kernels.c compares both
- * paths on random and worst-case inputs.
+ * Every function is compiled for its instruction sets through a target attribute, so the
+ * library still runs on CPUs without them: ftv_kernels_avx512() and ftv_kernels_avx2() ask
+ * the CPU at run time and the engine falls back to the scalar kernels. Results are
+ * bit-identical to the scalar kernels: integer sums exactly, float ops in the same order
+ * (reductions in the FTV_LANES order, exp and erf from ftv_math.h, no fused multiply-add).
+ * engine/tests/test_kernels.c compares every set the CPU runs with the scalar kernels on
+ * random and worst-case inputs.
  *
  * The GEMM (a ViT layer: ~200 tokens x thousands of rows, so every decoded weight serves
  * many tokens):
@@ -379,8 +382,8 @@ INLINE512 __m512 load16_masked(const ftv_fvec *v, int i, __mmask16 m) {
 }
 
 /* tgemm_store for the VNNI tile, acc[16 nw t + 16 v + lane], 16 rows a vector: one division
- * for 16 outputs (the division bounds the epilogue: measured, a 16-lane vdivps takes about
- * the time of an 8-lane one); lanes past [o0, o1) or the panel masked off. */
+ * for 16 outputs (measured: a 16-lane vdivps about as fast as an 8-lane one); lanes past
+ * [o0, o1) or the panel masked off. */
 INLINE512 void tgemm_store16(const tgemm_job *j, const int32_t *acc, int rg, int nrg, int t0, int nt) {
     const int nw = (nrg + 1) / 2, end = min_int(j->o1, (rg + nrg) * RG);
     for (int t = 0; t < nt; t++) {
