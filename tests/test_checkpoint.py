@@ -131,6 +131,41 @@ def test_missing_and_garbage_files(tmp_path):
         load_state_dict(tmp_path / "list.pth")
 
 
+def test_directory_empty_file_and_ftv_file_named(tmp_path):
+    from ftervit.export import export_model
+
+    with pytest.raises(CheckpointError, match="is a directory; give a .pth"):
+        load_state_dict(tmp_path)
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"empty \(0 bytes\)"):
+        load_state_dict(tmp_path / "empty.pth")
+    export_model(create_model("ftervit_digits"), tmp_path / "m.ftv")
+    with pytest.raises(CheckpointError, match=r"packed \.ftv model file, not a checkpoint: use it with ftervit run"):
+        create_model("ftervit_digits", checkpoint=tmp_path / "m.ftv")
+    (tmp_path / "notes.pth").write_text("hello")
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint or truncated"):
+        load_state_dict(tmp_path / "notes.pth")
+
+
+def test_teacher_and_student_mix_up_named_by_every_loader(tmp_path):
+    import timm
+
+    from ftervit.factory import create_fp32_model
+
+    fp32 = timm.create_model("ftervit_digits", num_classes=10)
+    torch.save(fp32.state_dict(), tmp_path / "teacher.pth")
+    torch.save(create_model("ftervit_digits", num_classes=10).state_dict(), tmp_path / "student.pth")
+    with pytest.raises(CheckpointError, match=r"\(FP32 weights given, ternary expected: FP32 checkpoints come from "
+                                              r"ftervit teacher, ternary ones from ftervit distill\)"):
+        create_model("ftervit_digits", checkpoint=tmp_path / "teacher.pth")
+    with pytest.raises(CheckpointError, match=r"\(ternary weights given, FP32 expected"):
+        create_fp32_model("ftervit_digits", checkpoint=tmp_path / "student.pth")
+    loaded = create_fp32_model("ftervit_digits", checkpoint=tmp_path / "teacher.pth")
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in fp32.state_dict().items())
+    with pytest.raises(CheckpointError, match="num_classes=3 but the checkpoint's head has 10 classes"):
+        create_fp32_model("ftervit_digits", checkpoint=tmp_path / "teacher.pth", num_classes=3)
+
+
 def test_hub_spec_parsing_and_download(monkeypatch, tmp_path):
     import huggingface_hub
     with pytest.raises(CheckpointError, match="hf-hub:<owner>/<repo>/"):

@@ -50,3 +50,19 @@ def test_size_tables_json_and_plot(tmp_path, capsys):
     assert main(["size", "ftervit_digits"]) == 0
     text = capsys.readouterr().out
     assert "blocks.0.attn.qkv" in text and "partially ternary" in text and "leftovers" in text
+
+
+def test_export_refuses_to_replace_its_input_checkpoint(tmp_path, capsys):
+    import torch
+
+    from ftervit import create_model
+
+    ckpt = tmp_path / "best.pth"
+    torch.save(create_model("ftervit_digits").state_dict(), ckpt)
+    before = ckpt.read_bytes()
+    assert main(["export", "--model", "ftervit_digits", "--checkpoint", str(ckpt), "-o", str(ckpt)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ftervit export: error: output {ckpt} is the input file") and err.count("\n") == 1
+    assert ckpt.read_bytes() == before
+    assert main(["size", "ftervit_digits", "--checkpoint", str(ckpt), "--plot", str(ckpt)]) == 2
+    assert "is the input file" in capsys.readouterr().err and ckpt.read_bytes() == before

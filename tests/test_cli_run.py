@@ -42,3 +42,6 @@ def test_run_text_output_and_bad_image(model_file, tmp_path, capsys):
     (tmp_path / "junk.png").write_bytes(b"not an image")
     assert main(["run", str(model_file), str(tmp_path / "junk.png")]) == 2
     assert "cannot read image" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:  # -k -2 once printed all classes but the last two
+        main(["run", str(model_file), str(tmp_path / "a.pgm"), "-k", "-2"])
+    assert exc.value.code == 2 and "argument -k/--top: expected a positive integer" in capsys.readouterr().err

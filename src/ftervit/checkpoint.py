@@ -1,6 +1,7 @@
 """Reading checkpoints safely and loading them strictly (published FTerViT files included)."""
 from __future__ import annotations
 
+import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -15,6 +16,8 @@ KEY_PREFIXES = ("timm_model.", "module.")
 # Training checkpoints wrap the state dict under one of these keys.
 NESTED_KEYS = ("model", "state_dict", "model_state_dict")
 _MAX_LISTED = 10
+_TERNARY_KEY = "patch_embed.proj.channel_scale"  # only ternary models have it
+FTV_MAGIC = b"\x89FTV"  # the packed model file (ftervit.export.format), often mistaken for a checkpoint
 
 
 def resolve_checkpoint(spec: str | Path) -> Path:
@@ -38,6 +41,9 @@ def resolve_checkpoint(spec: str | Path) -> Path:
                 f"could not fetch {spec} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
                 "when offline, download the file elsewhere and pass its local path") from exc
     path = Path(spec)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory; give a .pth, .pt or .safetensors file in it "
+                              "(ftervit teacher/distill write last.pth and best.pth)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path} (give a .pth, .pt or .safetensors file)")
     return path
@@ -62,6 +68,16 @@ def load_state_dict(spec: str | Path) -> dict[str, torch.Tensor]:
     """
     path = resolve_checkpoint(spec)
     try:
+        with open(path, "rb") as f:
+            head = f.read(len(FTV_MAGIC))
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from exc
+    if head == FTV_MAGIC:
+        raise CheckpointError(f"{path} is a packed .ftv model file, not a checkpoint: use it with ftervit "
+                              "run, inspect or eval --engine; give the .pth it was exported from here")
+    if not head:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes)")
+    try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
 
@@ -69,10 +85,7 @@ def load_state_dict(spec: str | Path) -> dict[str, torch.Tensor]:
         else:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: {first} (only tensors and plain containers are "
-            "loaded, with torch.load(weights_only=True), or .safetensors)") from exc
+        raise CheckpointError(f"cannot read checkpoint {path}: {_load_error(exc)}") from exc
     if isinstance(obj, Mapping):
         for key in NESTED_KEYS:
             if isinstance(obj.get(key), Mapping):
@@ -82,6 +95,21 @@ def load_state_dict(spec: str | Path) -> dict[str, torch.Tensor]:
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         raise CheckpointError(f"{path} does not hold a state dict (a mapping of names to tensors)")
     return _strip_prefixes(dict(obj))
+
+
+def _load_error(exc: Exception) -> str:
+    """One line on why torch.load or safetensors refused a file."""
+    text = str(exc).strip()
+    if "Weights only load failed" in text:  # a pickle with more than tensors and containers
+        detail = next((line.strip().split(". Please")[0] for line in text.splitlines()
+                       if "Unsupported global" in line), "")
+        return (f"it holds Python objects that torch.load(weights_only=True) refuses for safety"
+                f"{': ' + detail if detail else ''} "
+                "(save model.state_dict() with torch.save, or use .safetensors)")
+    if isinstance(exc, (pickle.UnpicklingError, EOFError, KeyError, ValueError, RuntimeError)):
+        first = text.splitlines()[0] if text else type(exc).__name__
+        return f"not a PyTorch checkpoint or truncated ({type(exc).__name__}: {first})"
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _listed(names: list[str]) -> str:
@@ -104,7 +132,11 @@ def check_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> Non
     if mis_shaped:
         problems.append(f"shape mismatch: {_listed(mis_shaped)}")
     if problems:
-        raise CheckpointError("checkpoint does not match the model; " + "; ".join(problems))
+        # Only ternary models have channel_scale: name the likely mix-up of teacher and student files.
+        kinds = ["ternary" if _TERNARY_KEY in s else "FP32" for s in (state, expected)]
+        hint = (f" ({kinds[0]} weights given, {kinds[1]} expected: FP32 checkpoints come from "
+                "ftervit teacher, ternary ones from ftervit distill)") if kinds[0] != kinds[1] else ""
+        raise CheckpointError(f"checkpoint does not match the model{hint}; " + "; ".join(problems))
 
 
 def load_checkpoint(model: nn.Module, spec: str | Path | Mapping[str, torch.Tensor]) -> nn.Module:

@@ -30,9 +30,10 @@ def create_timm_model(name: str, pretrained: bool = False, **kwargs: Any) -> nn.
     except Exception as exc:
         if not pretrained:
             raise
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise FtervitError(
-            f"could not load pretrained weights for {name} ({type(exc).__name__}); offline, "
-            "pass a local teacher checkpoint instead") from exc
+            f"could not load pretrained weights for {name} ({type(exc).__name__}{': ' + detail if detail else ''}); "
+            "offline or without published weights, pass a local teacher checkpoint instead") from exc
 
 
 def create_model(
@@ -58,14 +59,7 @@ def create_model(
         FtervitError: unknown name, or a checkpoint that does not fit (keys named).
     """
     state = load_state_dict(checkpoint) if checkpoint is not None else None
-    if state is not None:
-        found = checkpoint_num_classes(state)
-        if num_classes is None:
-            num_classes = found
-        elif found is not None and found != num_classes:
-            raise CheckpointError(
-                f"num_classes={num_classes} but the checkpoint's head has {found} classes "
-                f"(head.weight {tuple(state['head.weight'].shape)}); drop --num-classes or fix it")
+    num_classes = _checkpoint_classes(state, num_classes)
     if num_classes is not None:
         timm_kwargs["num_classes"] = num_classes
     model = make_ternary(create_timm_model(name, pretrained=pretrained, **timm_kwargs))
@@ -74,7 +68,34 @@ def create_model(
     return model
 
 
-_TERNARY_KEY = "patch_embed.proj.channel_scale"
+def create_fp32_model(
+    name: str, checkpoint: str | Path | None = None, num_classes: int | None = None, **timm_kwargs: Any,
+) -> nn.Module:
+    """The FP32 timm model, with an FP32 checkpoint (e.g. from ``ftervit teacher``) loaded strictly.
+
+    Raises:
+        FtervitError: unknown name, or a checkpoint that does not fit (keys named).
+    """
+    state = load_state_dict(checkpoint) if checkpoint is not None else None
+    num_classes = _checkpoint_classes(state, num_classes)
+    if num_classes is not None:
+        timm_kwargs["num_classes"] = num_classes
+    model = create_timm_model(name, **timm_kwargs)
+    if state is not None:
+        load_checkpoint(model, state)
+    return model
+
+
+def _checkpoint_classes(state: dict | None, num_classes: int | None) -> int | None:
+    """``num_classes``, or the checkpoint's when None; refuses a mismatch between the two."""
+    found = checkpoint_num_classes(state) if state is not None else None
+    if num_classes is None:
+        return found
+    if found is not None and found != num_classes:
+        raise CheckpointError(
+            f"num_classes={num_classes} but the checkpoint's head has {found} classes "
+            f"(head.weight {tuple(state['head.weight'].shape)}); drop --num-classes or fix it")
+    return num_classes
 
 
 def load_weights(model: nn.Module, path: str | Path, num_classes: int, what: str) -> None:
@@ -92,10 +113,7 @@ def load_weights(model: nn.Module, path: str | Path, num_classes: int, what: str
     try:
         load_checkpoint(model, state)
     except CheckpointError as exc:
-        # Only ternary models have channel_scale: name the likely mix-up of teacher and student files.
-        kinds = ["ternary" if _TERNARY_KEY in s else "FP32" for s in (state, model.state_dict())]
-        hint = f" ({kinds[0]} weights given, {kinds[1]} expected)" if kinds[0] != kinds[1] else ""
-        raise CheckpointError(f"{what} {path} does not fit the model{hint}: {exc}") from exc
+        raise CheckpointError(f"{what} {path} does not fit the model: {exc}") from exc
 
 
 def create_teacher(name: str, checkpoint: str | Path | None, num_classes: int, **timm_kwargs: Any) -> nn.Module:

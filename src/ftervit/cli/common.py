@@ -4,9 +4,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
+
+from ftervit.errors import FtervitError
 
 
 def add_model_args(parser: argparse.ArgumentParser, positional: bool = True) -> None:
@@ -16,32 +19,57 @@ def add_model_args(parser: argparse.ArgumentParser, positional: bool = True) -> 
     else:
         parser.add_argument("--model", required=True, help="timm ViT name or ftervit preset")
     parser.add_argument("--checkpoint", help="ternary checkpoint: .pth/.pt/.safetensors or hf-hub:...")
-    parser.add_argument("--num-classes", type=int, help="classifier size (default: checkpoint's or model's)")
-    parser.add_argument("--img-size", type=int, help="input resolution (default: the model's)")
+    parser.add_argument("--num-classes", type=positive_int, help="classifier size (default: checkpoint's or model's)")
+    parser.add_argument("--img-size", type=positive_int, help="input resolution (default: the model's)")
 
 
 def model_from_args(args: argparse.Namespace, ternary: bool = True) -> nn.Module:
-    """Build the model the common arguments describe (FP32 when ``ternary`` is False)."""
-    from ftervit.factory import create_model, create_timm_model
+    """Build the model the common arguments describe (FP32 when ``ternary`` is False).
+
+    ``--checkpoint`` is loaded strictly in both cases: a ternary checkpoint into the ternary
+    model, an FP32 one (``ftervit teacher``) into the FP32 model.
+    """
+    from ftervit.factory import create_fp32_model, create_model
 
     kwargs: dict[str, Any] = {}
     if args.img_size:
         kwargs["img_size"] = args.img_size
-    if not ternary:
-        if args.num_classes is not None:
-            kwargs["num_classes"] = args.num_classes
-        return create_timm_model(args.model, **kwargs)
-    return create_model(args.model, checkpoint=args.checkpoint, num_classes=args.num_classes, **kwargs)
+    create = create_model if ternary else create_fp32_model
+    return create(args.model, checkpoint=args.checkpoint, num_classes=args.num_classes, **kwargs)
+
+
+def check_not_input(output: str, *inputs: str | None) -> None:
+    """Refuse an output path that names one of the command's input files (it would be replaced).
+
+    Raises:
+        FtervitError: ``output`` is the same file as one of ``inputs``.
+    """
+    out = Path(output)
+    for given in inputs:
+        if given and out.exists() and Path(given).exists() and out.samefile(given):
+            raise FtervitError(f"output {output} is the input file {given}; writing it would replace "
+                               "the input: choose another output name")
 
 
 def positive_int(text: str) -> int:
-    """argparse type: an integer of 1 or more (thread counts, epochs)."""
+    """argparse type: an integer of 1 or more (thread counts, epochs, batch sizes)."""
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer of 0 or more (worker processes)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer of 0 or more, got {text!r}")
     return value
 
 

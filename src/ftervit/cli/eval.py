@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ftervit.cli.common import format_table, positive_int, print_json
+from ftervit.cli.common import format_table, non_negative_int, positive_int, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -20,9 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also run this .ftv file (ftervit export of the checkpoint) in the C engine and "
                         "report its top-1 and its top-1 agreement with PyTorch")
     p.add_argument("--threads", type=positive_int, default=1, help="C engine threads (with --engine) [default: 1]")
-    p.add_argument("--img-size", type=int, help="input resolution (default: the model's)")
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--workers", type=int, default=0, help="data-loader worker processes")
+    p.add_argument("--img-size", type=positive_int, help="input resolution (default: the model's)")
+    p.add_argument("--batch-size", type=positive_int, default=256)
+    p.add_argument("--workers", type=non_negative_int, default=0, help="data-loader worker processes")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--download", action="store_true", help="let torchvision download Fashion-MNIST/CIFAR (online)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

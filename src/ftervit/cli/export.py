@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ftervit.cli.common import add_model_args, model_from_args
+from ftervit.cli.common import add_model_args, check_not_input, model_from_args
 from ftervit.errors import FtervitError
 
 
@@ -35,6 +35,7 @@ def read_class_names(path: str) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     from ftervit.export import export_model
 
+    check_not_input(args.output, args.checkpoint, args.class_names)
     names = read_class_names(args.class_names) if args.class_names else None
     packed = export_model(model_from_args(args), args.output, args.format, mean=args.mean, std=args.std,
                           class_names=names)

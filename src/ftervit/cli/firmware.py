@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ftervit.cli.common import positive_int
 from ftervit.errors import FtervitError
 
 
@@ -19,8 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     src.add_argument("--model", help="timm ViT name or ftervit preset")
     src.add_argument("--ftv", metavar="FILE", help="an existing .ftv file to convert (instead of --model)")
     p.add_argument("--checkpoint", help="ternary checkpoint: .pth/.pt/.safetensors or hf-hub:...")
-    p.add_argument("--num-classes", type=int, help="classifier size (default: checkpoint's or model's)")
-    p.add_argument("--img-size", type=int, help="input resolution (default: the model's)")
+    p.add_argument("--num-classes", type=positive_int, help="classifier size (default: checkpoint's or model's)")
+    p.add_argument("--img-size", type=positive_int, help="input resolution (default: the model's)")
     p.add_argument("--format", choices=("tq2", "tq1"), default="tq2",
                    help="ternary packing: tq2 = 4 codes per byte, tq1 = 5 per byte (default tq2)")
     p.add_argument("--class-names", metavar="FILE", help="text file with one class name per line")

@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Convert MODEL to ternary (or load --checkpoint) and print its parameters per "
                     "component and precision, the ternary coverage and the FP32 size.")
     add_model_args(p)
-    p.add_argument("--fp32", action="store_true", help="show the unconverted FP32 model instead")
+    p.add_argument("--fp32", action="store_true",
+                   help="show the unconverted FP32 model instead (--checkpoint: an FP32 one, from ftervit teacher)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
 

@@ -15,7 +15,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "model expects, run the .ftv FILE in the C engine and print the top classes.")
     p.add_argument("file", metavar="FILE", help=".ftv model file (ftervit export)")
     p.add_argument("images", metavar="IMAGE", nargs="+", help="image files")
-    p.add_argument("-k", "--top", type=int, default=5, help="classes to show per image (default 5)")
+    p.add_argument("-k", "--top", type=positive_int, default=5, help="classes to show per image (default 5)")
     p.add_argument("--crop-pct", type=float, default=1.0,
                    help="resize the shorter side to size/crop_pct, then center-crop (ImageNet models: 0.875-0.9)")
     p.add_argument("--threads", type=positive_int, default=1, help="engine threads")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ftervit.cli.common import add_model_args, format_table, model_from_args, print_json
+from ftervit.cli.common import add_model_args, check_not_input, format_table, model_from_args, print_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,6 +44,8 @@ def report(args: argparse.Namespace) -> dict:
 def run(args: argparse.Namespace) -> int:
     from ftervit.analysis.size import SCENARIOS, plot_components
 
+    if args.plot:
+        check_not_input(args.plot, args.checkpoint)
     r = report(args)
     if args.plot:
         plot_components(r["components"], f"{args.model}: bytes by component", args.plot)
