@@ -59,7 +59,7 @@ def cpu_name() -> str:
 
 def simd_flags() -> list[str]:
     """The CPU's flags that pick the engine's kernels: AVX2 and F16C, and AVX-512 F/BW/DQ/VL +
-    VNNI for the AVX-512 GEMM, attention and GELU (the kernel set is named "avx2" either way)."""
+    VNNI for the "avx512" kernel set (GEMM, attention, GELU)."""
     wanted = ("avx2", "f16c", "avx512f", "avx512bw", "avx512dq", "avx512vl", "avx512_vnni")
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -67,13 +67,14 @@ size_t ftv_model_arena_bytes(const ftv_model *m);
 ftv_status ftv_model_set_threads(ftv_model *m, int n);
 int ftv_model_threads(const ftv_model *m);
 
-/* The kernels chosen at load: "avx2" (x86 CPUs with AVX2) or "scalar" (everything else, or
- * when the environment variable FTV_FORCE_SCALAR is set to anything but 0 at load). Both
- * give bit-identical logits. */
+/* The kernels chosen at load: "avx512" (x86 CPUs with AVX-512 F/BW/DQ/VL and VNNI), "avx2"
+ * (x86 CPUs with AVX2 and F16C) or "scalar" (everything else). The environment caps the choice
+ * at load: FTV_KERNELS=avx2 or FTV_KERNELS=scalar (FTV_FORCE_SCALAR=1 is the same as the
+ * latter). Every set gives bit-identical logits. */
 const char *ftv_model_kernels(const ftv_model *m);
 
 /* Bytes of the kernels' own copy of the weights, beyond the file image: 0 for "scalar";
- * for "avx2", every ternary matrix in a 2-bit layout (the size of tq2) and the LayerNorm
+ * for "avx2" and "avx512", every ternary matrix in a 2-bit layout (the size of tq2) and the LayerNorm
  * parameters as floats. */
 size_t ftv_model_repacked_bytes(const ftv_model *m);
 

@@ -173,12 +173,18 @@ const ftv_kernels ftv_kernels_scalar = {
     ftv_rmsnorm_quant,  ftv_layernorm,       ftv_gelu,      ftv_attend,
 };
 
+/* The best set the CPU runs, capped by the environment (read at load; tests and benchmarks
+ * use it to run every set on one machine): FTV_KERNELS=avx2 or FTV_KERNELS=scalar, and
+ * FTV_FORCE_SCALAR=1 as FTV_KERNELS=scalar. */
 const ftv_kernels *ftv_kernels_select(void) {
 #if defined(__x86_64__) || defined(__i386__)
+    const char *cap = getenv("FTV_KERNELS");
     const char *force = getenv("FTV_FORCE_SCALAR");
-    const ftv_kernels *simd = ftv_kernels_avx512();
+    if ((force && force[0] && strcmp(force, "0") != 0) || (cap && strcmp(cap, "scalar") == 0))
+        return &ftv_kernels_scalar;
+    const ftv_kernels *simd = cap && strcmp(cap, "avx2") == 0 ? NULL : ftv_kernels_avx512();
     if (!simd) simd = ftv_kernels_avx2();
-    if (simd && !(force && force[0] && strcmp(force, "0") != 0)) return simd;
+    if (simd) return simd;
 #endif
     return &ftv_kernels_scalar;
 }

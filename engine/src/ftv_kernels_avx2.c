@@ -1153,10 +1153,9 @@ static const ftv_kernels kernels_avx2 = {
     avx2_rmsnorm_quant, avx2_layernorm,  avx2_gelu,   avx2_attend,
 };
 
-/* The same kernels with the GEMM on AVX-512 VNNI. Named "avx2" too: the family of kernels, not
- * the instruction set of each (the API names two, "avx2" and "scalar"). */
+/* The same kernels with the GEMMs, attention, GELU and the quantizer on AVX-512 (VNNI). */
 static const ftv_kernels kernels_avx512 = {
-    "avx2",           avx2_gemm_scratch, avx2_repack,  avx512_tgemm, avx512_patch_gemm,
+    "avx512",           avx2_gemm_scratch, avx2_repack,  avx512_tgemm, avx512_patch_gemm,
     avx512_rmsnorm_quant, avx2_layernorm, avx512_gelu, avx512_attend,
 };
 

@@ -65,9 +65,10 @@ class Engine:
         path: the .ftv file (validated completely: magic, version, bounds, checksum, codes).
         threads: threads of the forward pass (a fixed pool; the logits do not depend on it).
 
-    The kernels are chosen at load: AVX2 on x86 CPUs that have it, else the portable scalar
-    code; setting the environment variable ``FTV_FORCE_SCALAR=1`` before loading forces the
-    scalar kernels. Both give bit-identical logits.
+    The kernels are chosen at load: AVX-512 (VNNI) or AVX2 on x86 CPUs that have them, else
+    the portable scalar code; the environment variable ``FTV_KERNELS=avx2`` or
+    ``FTV_KERNELS=scalar`` (or ``FTV_FORCE_SCALAR=1``) set before loading caps the choice.
+    Every set gives bit-identical logits.
 
     Raises:
         EngineError: the file is missing, damaged or of a newer version.
@@ -109,7 +110,7 @@ class Engine:
 
     @property
     def kernels(self) -> str:
-        """The kernels chosen at load: ``"avx2"`` or ``"scalar"``."""
+        """The kernels chosen at load: ``"avx512"``, ``"avx2"`` or ``"scalar"``."""
         return self._lib.ftv_model_kernels(self._require()).decode()
 
     def _require(self) -> ctypes.c_void_p:
