@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -91,10 +92,57 @@ def _one_line_error(capsys, *argv: str) -> str:
     (["distill", "--model", TINY, "--teacher", "/nonexistent.pth"], "checkpoint not found"),
     (["teacher", "--model", TINY, "--resume"], "nothing to resume"),
     (["teacher", "--model", TINY, "--augment", "heavy"], "augment must be"),
+    (["teacher", "--model", TINY, "--device", "tpu"], "unknown device 'tpu'; use cpu, cuda or cuda:N"),
+    (["teacher", "--model", TINY, "--device", "cuda:99"], "device 'cuda:99': "),
+    (["teacher", "--model", TINY, "--threads", "0"], "threads must be positive"),
+    (["teacher", "--model", TINY, "--label-smoothing", "2"], "label_smoothing must be in [0, 1)"),
+    (["distill", "--model", TINY, "--teacher", "t.pth", "--init", "p.pth", "--phase", "2", "--min-lr", "1"],
+     "min_lr (1.0) exceeds lr (1e-05)"),
 ])
 def test_bad_input_cli(tmp_path, capsys, args, message):
     assert message in _one_line_error(capsys, *args, "--out", str(tmp_path / "o"))
     assert not (tmp_path / "o").exists()
+
+
+def test_output_directory_that_is_a_file_or_read_only(tmp_path, capsys, monkeypatch):
+    (tmp_path / "notes.txt").write_text("keep me")
+    line = _one_line_error(capsys, "teacher", "--model", TINY, "--out", str(tmp_path / "notes.txt"))
+    assert line.endswith(f"output directory {tmp_path / 'notes.txt'} is a file; choose another --out")
+    line = _one_line_error(capsys, "quickstart", "--out", str(tmp_path / "notes.txt"), "--quiet")
+    assert f"cannot be created: {tmp_path / 'notes.txt'} is a file" in line
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+    import ftervit.training.trainer as trainer
+
+    # root may write anywhere, so the refusal of a read-only folder is simulated
+    monkeypatch.setattr(trainer.os, "access", lambda path, mode: Path(path) != tmp_path)
+    line = _one_line_error(capsys, "teacher", "--model", TINY, "--out", str(tmp_path / "run"))
+    assert line.endswith(f"{tmp_path} is not writable; choose another --out") and not (tmp_path / "run").exists()
+
+
+def test_quickstart_checks_every_stage_before_training(tmp_path, capsys):
+    line = _one_line_error(capsys, "quickstart", "--out", str(tmp_path / "q"), "--phase2-epochs", "0", "--quiet")
+    assert line == "ftervit quickstart: error: phase2: epochs must be positive, got 0"
+    assert not (tmp_path / "q").exists()  # the teacher was not trained first
+
+
+def test_ctrl_c_keeps_the_last_checkpoint_and_says_so(tmp_path, capsys, monkeypatch):
+    import ftervit.training.trainer as trainer
+
+    real = trainer._train_epoch
+
+    def ctrl_c_in_epoch_2(*args, **kwargs):
+        if args[7] == 1:  # the epoch index
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "_train_epoch", ctrl_c_in_epoch_2)
+    out = tmp_path / "o"
+    argv = ["teacher", "--model", TINY, "--epochs", "3", "--threads", "1", "--quiet", "--out", str(out)]
+    assert main(argv) == 130
+    assert capsys.readouterr().err == (f"ftervit teacher: interrupted; {out / 'last.pth'} (epoch 1) is kept; "
+                                       "continue with --resume\n")
+    assert torch.load(out / "last.pth", weights_only=True)["epoch"] == 1
+    assert sorted(p.name for p in out.iterdir()) == ["best.pth", "config.yaml", "last.pth", "log.jsonl"]
 
 
 def test_checkpoint_of_another_kind_or_class_count(trained, tmp_path, capsys):
@@ -179,6 +227,11 @@ def test_eval_with_engine(trained, tmp_path, capsys):
     line = _one_line_error(capsys, "eval", "--model", TINY, "--checkpoint", str(trained["phase1"]),
                            "--data", "digits", "--engine", str(tmp_path / "seven.ftv"))
     assert "7 classes" in line
+    # a file of another input size: refused before the progress bar starts (one line, nothing else)
+    export_model(create_model(TINY, num_classes=10, img_size=12).eval(), tmp_path / "twelve.ftv", "tq2")
+    line = _one_line_error(capsys, "eval", "--model", TINY, "--checkpoint", str(trained["phase1"]),
+                           "--data", "digits", "--engine", str(tmp_path / "twelve.ftv"))
+    assert line.endswith("takes images (1, 12, 12) but digits gives (1, 8, 8); export with the same --img-size")
 
 
 @pytest.mark.filterwarnings("error:Mismatch dtype between input and weight")

@@ -160,6 +160,8 @@ def plot_components(components: dict[str, dict[str, int]], title: str, path: str
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
+    from ftervit.training.plots import save_figure
+
     scenarios = list(components)
     cats = [c for c in CATEGORIES if any(components[s][c] for s in scenarios)]
     colors = dict(zip(CATEGORIES, plt.get_cmap("tab10").colors))  # one colour per category, in every plot
@@ -190,5 +192,4 @@ def plot_components(components: dict[str, dict[str, int]], title: str, path: str
     fig.legend(handles=handles, loc="lower center", ncol=6, frameon=False, fontsize=9)
     fig.suptitle(title, fontsize=12)
     fig.subplots_adjust(left=0.07, right=0.98, top=0.87, bottom=0.2)
-    fig.savefig(path, dpi=150)
-    plt.close(fig)
+    save_figure(fig, path, dpi=150)

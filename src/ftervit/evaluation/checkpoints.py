@@ -4,9 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ftervit.data import build_data, eval_loader, model_data_config
+from ftervit.device import resolve_device
 from ftervit.evaluation.metrics import evaluate
 from ftervit.factory import create_model, create_teacher, load_weights
 
@@ -33,9 +32,9 @@ def evaluate_checkpoints(
         FtervitError: unknown dataset or model, missing files, a checkpoint with another class
             count or of another architecture.
     """
+    dev = resolve_device(device)
     splits = build_data(data, model_data_config(model, img_size), data_dir, download=download)
     kwargs = {"img_size": img_size} if img_size else {}
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     student = create_model(model, num_classes=splits.num_classes, **kwargs)
     load_weights(student, checkpoint, splits.num_classes, f"ternary checkpoint for {model}")
     models = {"ternary": student}

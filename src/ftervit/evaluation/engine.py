@@ -67,13 +67,14 @@ def compare_engine(
         if engine.num_classes != student.num_classes:
             raise FtervitError(f"{engine_file} has {engine.num_classes} classes but the model of {data} has "
                                f"{student.num_classes}; export the model trained on this dataset")
+        shape = tuple(dataset[0][0].shape) if len(dataset) else engine.input_shape
+        if shape != engine.input_shape:  # checked before the progress bar starts
+            raise FtervitError(f"{engine_file} takes images {engine.input_shape} but {data} gives "
+                               f"{shape}; export with the same --img-size")
         hits = np.zeros((2, 2), dtype=np.int64)  # (engine, torch) x (top-1, top-5)
         agree, rel = 0, []
         for images, targets in tqdm(eval_loader(dataset, batch_size), desc="engine", unit="batch",
                                     disable=not progress):
-            if tuple(images.shape[1:]) != engine.input_shape:
-                raise FtervitError(f"{engine_file} takes images {engine.input_shape} but {data} gives "
-                                   f"{tuple(images.shape[1:])}; export with the same --img-size")
             ours = torch.from_numpy(engine.forward(images.numpy()))
             ref = student(images).float()
             hits[0] += topk_correct(ours, targets)

@@ -84,11 +84,21 @@ class TrainConfig:
                                f"(from `ftervit teacher`), or '{TEACHER_PRETRAINED}' for timm's weights")
         if key == "phase2" and not cfg.init:
             raise FtervitError("--phase 2 needs --init: a Phase-1 checkpoint (e.g. runs/phase1/last.pth)")
-        for name in ("epochs", "batch_size", "lr", "temperature"):
-            if not getattr(cfg, name) > 0:
-                raise FtervitError(f"{name} must be positive, got {getattr(cfg, name)}")
+        for name in ("epochs", "batch_size", "lr", "temperature", "threads", "img_size", "grad_clip"):
+            value = getattr(cfg, name)
+            if value is not None and not value > 0:
+                raise FtervitError(f"{name} must be positive, got {value}")
+        for name in ("warmup_epochs", "min_lr", "weight_decay", "workers"):
+            if not getattr(cfg, name) >= 0:
+                raise FtervitError(f"{name} must be 0 or more, got {getattr(cfg, name)}")
+        for name, high in (("label_smoothing", "1)"), ("drop_path", "1)"), ("re_prob", "1]")):
+            value = getattr(cfg, name)
+            if not (0 <= value < 1 or (high == "1]" and value == 1)):
+                raise FtervitError(f"{name} must be in [0, {high}, got {value}")
         if cfg.warmup_epochs > cfg.epochs:
             raise FtervitError(f"warmup_epochs ({cfg.warmup_epochs}) exceeds epochs ({cfg.epochs})")
+        if cfg.min_lr > cfg.lr:
+            raise FtervitError(f"min_lr ({cfg.min_lr}) exceeds lr ({cfg.lr}): the cosine schedule decays from lr to min_lr")
         return cfg
 
     def to_dict(self) -> dict[str, Any]:
@@ -116,8 +126,8 @@ def normalized(values: dict[str, Any], source: str) -> dict[str, Any]:
             out[name] = value
             continue
         try:
-            if kind is bool:
-                raise ValueError
+            if kind is bool or (kind is int and isinstance(value, float) and not value.is_integer()):
+                raise ValueError  # no silent 2.5 -> 2 epochs
             out[name] = kind(value)
         except ValueError:
             raise FtervitError(f"{source}: {name} must be {kind.__name__}, got {value!r}") from None
@@ -128,9 +138,17 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     """Settings from a YAML file (keys are TrainConfig fields, dashes or underscores)."""
     path = Path(path)
     try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise FtervitError(f"cannot read config {path}: {str(exc).splitlines()[0]}") from exc
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise FtervitError(f"cannot read config {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError:
+        raise FtervitError(f"cannot read config {path}: not a UTF-8 text file (a YAML file of settings, "
+                           "e.g. 'epochs: 10')") from None
+    except yaml.YAMLError as exc:  # the parser's message spans lines: keep the problem and its position
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
+        raise FtervitError(f"cannot read config {path}: invalid YAML, {problem}{where}") from exc
     if not isinstance(values, dict):
         raise FtervitError(f"config {path} must be a mapping of settings, e.g. 'epochs: 10'")
     return normalized({str(k).replace("-", "_"): v for k, v in values.items()}, str(path))

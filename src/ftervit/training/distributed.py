@@ -8,6 +8,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from ftervit.device import resolve_device
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -27,12 +29,13 @@ def setup(device: str | None = None) -> DistEnv:
 
     NCCL on GPUs, gloo on CPUs. Each process uses the GPU of its ``LOCAL_RANK``.
     """
-    kind = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = resolve_device(device)
+    kind = dev.type
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    dev = torch.device(kind)
     if kind == "cuda":
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        if dev.index is None:  # plain "cuda": the GPU of this process's LOCAL_RANK
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if kind == "cuda" else "gloo")

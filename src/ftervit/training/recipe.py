@@ -10,7 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ftervit.errors import FtervitError
 from ftervit.evaluation import evaluate_checkpoints
+from ftervit.training.checkpoints import atomic_write_text
 from ftervit.training.config import TrainConfig
 from ftervit.training.trainer import train
 
@@ -52,10 +54,16 @@ def run_recipe(
              "phase2": {"teacher": str(teacher_ckpt), "init": str(phase1_ckpt)}}
     summary: dict[str, Any] = {"model": common.get("model"), "data": common.get("data"), "epochs": {}, "seconds": {}}
     start = time.perf_counter()
+    # Every stage's settings are checked before the first one trains: a bad Phase-2 value fails now.
+    configs = {}
     for stage in STAGES:
+        try:
+            configs[stage] = TrainConfig(**{**common, **_MODE[stage], **links[stage], **stages.get(stage, {}),
+                                            "out": str(out / stage)}).resolved()
+        except FtervitError as exc:
+            raise FtervitError(f"{stage}: {exc}") from None
+    for stage, cfg in configs.items():
         t0 = time.perf_counter()
-        cfg = TrainConfig(**{**common, **_MODE[stage], **links[stage], **stages.get(stage, {}),
-                             "out": str(out / stage)}).resolved()
         if not cfg.quiet:
             print(f"== {stage}: {cfg.epochs} epochs, lr {cfg.lr:g} -> {cfg.out}", flush=True)
         result = train(cfg)
@@ -81,7 +89,7 @@ def run_recipe(
                                       export_format, common["data"], quiet=common.get("quiet", False), **kwargs))
         summary["seconds"]["engine"] = round(time.perf_counter() - t0, 1)
         summary["seconds"]["total"] = round(time.perf_counter() - start, 1)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(json.dumps(summary, indent=2) + "\n", out / "summary.json")
     return summary
 
 

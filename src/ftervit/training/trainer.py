@@ -9,6 +9,7 @@ reads its own shard of each epoch's permutation.
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 import time
@@ -43,6 +44,22 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def check_output_dir(out: Path) -> None:
+    """Refuse an output directory that cannot be created or written, before any work is done.
+
+    Raises:
+        FtervitError: ``out`` (or the nearest existing folder above it) is a file, or not writable.
+    """
+    existing = out
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is a file" if existing == out else f"cannot be created: {existing} is a file"
+        raise FtervitError(f"output directory {out} {what}; choose another --out")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise FtervitError(f"output directory {out}: {existing} is not writable; choose another --out")
 
 
 def _resume_state(cfg: TrainConfig, out: Path) -> dict[str, Any] | None:
@@ -130,6 +147,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
 
 def _run(cfg: TrainConfig, env: distributed.DistEnv) -> dict[str, Any]:
     out = Path(cfg.out)
+    check_output_dir(out)
     state = _resume_state(cfg, out)
     if cfg.batch_size % env.world_size:
         raise FtervitError(f"batch size {cfg.batch_size} is not divisible by {env.world_size} processes")
@@ -183,32 +201,39 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv) -> dict[str, Any]:
         save_yaml(cfg, out / "config.yaml")
     distributed.barrier()
 
-    for epoch in range(start_epoch, cfg.epochs):
-        sampler.set_epoch(epoch)
-        try:
-            metrics, step = _train_epoch(model, teacher, train_loader, optimizer, scheduler, cfg, env, epoch, step)
-        except _Stop as exc:
-            kept = f"{out / 'last.pth'} (epoch {epoch}) is kept" if epoch else "no checkpoint had been written"
-            raise FtervitError(f"{exc}; {kept}; lower --lr or set --grad-clip") from None
-        val = evaluate(raw, val_loader, env.device, cfg.amp)
-        record = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"], **metrics,
-                  "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"]}
-        history.append(record)
-        rngs = distributed.gather_objects(rng_state())
-        if env.is_main:
-            ckpt = {"model": raw.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "step": step, "history": history,
-                    "config": cfg.to_dict(), "rng": rngs, "ftervit_version": __version__}
-            atomic_save(ckpt, out / "last.pth")
-            if val["top1"] > best:
-                atomic_save(ckpt, out / "best.pth")
-            atomic_write_text("".join(json.dumps(h) + "\n" for h in history), out / "log.jsonl")
-            if not cfg.quiet:
-                print(f"epoch {epoch + 1}/{cfg.epochs}  loss {metrics['train_loss']:.4f}  "
-                      f"train {metrics['train_top1']:.2%}  val top-1 {val['top1']:.2%} top-5 {val['top5']:.2%}  "
-                      f"lr {record['lr']:.2e}  {metrics['images_per_s']:.0f} img/s  {metrics['seconds']:.1f}s",
-                      flush=True)
-        best = max(best, val["top1"])
+    saved = start_epoch  # the epoch of the last.pth on disk
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            sampler.set_epoch(epoch)
+            try:
+                metrics, step = _train_epoch(model, teacher, train_loader, optimizer, scheduler, cfg, env, epoch, step)
+            except _Stop as exc:
+                kept = f"{out / 'last.pth'} (epoch {epoch}) is kept" if epoch else "no checkpoint had been written"
+                raise FtervitError(f"{exc}; {kept}; lower --lr or set --grad-clip") from None
+            val = evaluate(raw, val_loader, env.device, cfg.amp)
+            record = {"epoch": epoch + 1, "step": step, "lr": optimizer.param_groups[0]["lr"], **metrics,
+                      "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"]}
+            history.append(record)
+            rngs = distributed.gather_objects(rng_state())
+            if env.is_main:
+                ckpt = {"model": raw.state_dict(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "step": step, "history": history,
+                        "config": cfg.to_dict(), "rng": rngs, "ftervit_version": __version__}
+                atomic_save(ckpt, out / "last.pth")
+                saved = epoch + 1
+                if val["top1"] > best:
+                    atomic_save(ckpt, out / "best.pth")
+                atomic_write_text("".join(json.dumps(h) + "\n" for h in history), out / "log.jsonl")
+                if not cfg.quiet:
+                    print(f"epoch {epoch + 1}/{cfg.epochs}  loss {metrics['train_loss']:.4f}  "
+                          f"train {metrics['train_top1']:.2%}  val top-1 {val['top1']:.2%} top-5 {val['top5']:.2%}  "
+                          f"lr {record['lr']:.2e}  {metrics['images_per_s']:.0f} img/s  {metrics['seconds']:.1f}s",
+                          flush=True)
+            best = max(best, val["top1"])
+    except KeyboardInterrupt:  # Ctrl-C: checkpoints are written atomically, so last.pth is whole
+        kept = (f"{out / 'last.pth'} (epoch {saved}) is kept; continue with --resume" if saved
+                else "no checkpoint had been written")
+        raise KeyboardInterrupt(kept) from None
     if env.is_main and history:
         plot_curves(history, out / "curves.png")
     final = history[-1] if history else {}
