@@ -66,3 +66,16 @@ def test_export_refuses_to_replace_its_input_checkpoint(tmp_path, capsys):
     assert ckpt.read_bytes() == before
     assert main(["size", "ftervit_digits", "--checkpoint", str(ckpt), "--plot", str(ckpt)]) == 2
     assert "is the input file" in capsys.readouterr().err and ckpt.read_bytes() == before
+
+
+def test_size_plot_errors_are_one_line_and_suffix_decides_the_format(tmp_path, capsys):
+    for plot, message in ((tmp_path / "no" / "s.png", "directory"), (tmp_path, "Is a directory"),
+                          (tmp_path / "s.txt", "matplotlib does not write .txt files; use .png, .svg or .pdf")):
+        assert main(["size", "ftervit_digits", "--plot", str(plot)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"ftervit size: error: cannot write {plot}") and message in err and err.count("\n") == 1
+    assert main(["size", "ftervit_digits", "--plot", str(tmp_path / "s.svg")]) == 0
+    assert b"<svg" in (tmp_path / "s.svg").read_bytes()[:400]
+    assert main(["size", "ftervit_digits", "--plot", str(tmp_path / "plain")]) == 0  # no suffix: PNG, as named
+    assert (tmp_path / "plain").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain", "s.svg"]  # no temporary files left

@@ -197,6 +197,20 @@ def test_unsupported_models_are_named():
         build(ftervit.create_model("ftervit_digits"), "tq3")
 
 
+def test_files_the_reader_would_refuse_are_not_written(tmp_path):
+    """An image size off the patch grid (timm crops it) and a zero std once gave files that
+    inspect and the engine refused (or that divide by zero); they are refused at export."""
+    with pytest.raises(UnsupportedModelError, match=r"image size 7x7 that is not a multiple of the patch size 2x2"):
+        export_model(ftervit.create_model("ftervit_digits", img_size=7), tmp_path / "a.ftv")
+    model = ftervit.create_model("ftervit_digits")
+    for kwargs, message in (({"std": [0.0]}, r"std must be positive numbers.*got \[0\.0\]"),
+                            ({"std": [-0.5]}, "std must be positive"),
+                            ({"mean": [float("nan")]}, "mean must be finite")):
+        with pytest.raises(FtervitError, match=message):
+            export_model(model, tmp_path / "b.ftv", **kwargs)
+    assert os.listdir(tmp_path) == []
+
+
 def test_atomic_write_replaces_and_leaves_no_temp(tmp_path):
     model = ftervit.create_model("ftervit_digits")
     path = tmp_path / "m.ftv"

@@ -1,6 +1,7 @@
 """Model -> .ftv bytes, and the atomic write of the file (layout in format.py)."""
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from dataclasses import dataclass
@@ -95,6 +96,10 @@ def _unsupported_parts(model: VisionTransformer) -> list[str]:
         problems.append(f"global_pool={model.global_pool!r} (use 'token' or 'avg' over patch tokens)")
     if not isinstance(model.head, BitLinear):
         problems.append("no ternary classifier head (num_classes=0?)")
+    img, patch = tuple(model.patch_embed.img_size), tuple(model.patch_embed.patch_size)
+    if any(i % p for i, p in zip(img, patch)):  # timm crops the remainder; the engine does not
+        problems.append(f"image size {img[0]}x{img[1]} that is not a multiple of the patch size "
+                        f"{patch[0]}x{patch[1]} (choose --img-size accordingly)")
     proj = model.patch_embed.proj
     if (proj.kernel_size != proj.stride or proj.padding != (0, 0) or proj.dilation != (1, 1)
             or proj.groups != 1 or not isinstance(model.patch_embed.norm, nn.Identity)):
@@ -136,6 +141,9 @@ def _channel_stats(values: Sequence[float] | None, default: Sequence[float] | No
         values *= in_chans
     if len(values) != in_chans:
         raise FtervitError(f"input {what} has {len(values)} values; the model has {in_chans} input channels")
+    if not all(math.isfinite(v) for v in values) or (what == "std" and min(values) <= 0):
+        need = "positive numbers" if what == "std" else "finite numbers"
+        raise FtervitError(f"input {what} must be {need} (the engine computes (x - mean) / std), got {list(values)}")
     return values
 
 
