@@ -58,14 +58,7 @@ def create_model(
     Raises:
         FtervitError: unknown name, or a checkpoint that does not fit (keys named).
     """
-    state = load_state_dict(checkpoint) if checkpoint is not None else None
-    num_classes = _checkpoint_classes(state, num_classes)
-    if num_classes is not None:
-        timm_kwargs["num_classes"] = num_classes
-    model = make_ternary(create_timm_model(name, pretrained=pretrained, **timm_kwargs))
-    if state is not None:
-        load_checkpoint(model, state)
-    return model
+    return _create(name, checkpoint, num_classes, ternary=True, pretrained=pretrained, **timm_kwargs)
 
 
 def create_fp32_model(
@@ -76,11 +69,19 @@ def create_fp32_model(
     Raises:
         FtervitError: unknown name, or a checkpoint that does not fit (keys named).
     """
+    return _create(name, checkpoint, num_classes, ternary=False, **timm_kwargs)
+
+
+def _create(name: str, checkpoint: str | Path | None, num_classes: int | None, ternary: bool,
+            **timm_kwargs: Any) -> nn.Module:
+    """The timm model (converted when ``ternary``) with ``checkpoint`` loaded strictly."""
     state = load_state_dict(checkpoint) if checkpoint is not None else None
     num_classes = _checkpoint_classes(state, num_classes)
     if num_classes is not None:
         timm_kwargs["num_classes"] = num_classes
     model = create_timm_model(name, **timm_kwargs)
+    if ternary:
+        model = make_ternary(model)
     if state is not None:
         load_checkpoint(model, state)
     return model
