@@ -74,3 +74,19 @@ def test_imagefolder_uses_timm_eval_transform(tmp_path):
             Image.new("RGB", (40, 30), (10, 200, 30)).save(tmp_path / split / cls / "x.png")
     data = build_data("imagefolder", model_data_config("deit_tiny_patch16_224", img_size=32), tmp_path)
     assert data.num_classes == 2 and data.test[0][0].shape == (3, 32, 32)
+
+
+def test_evaluation_needs_only_val(tmp_path):
+    """ImageNet users often hold only val/: evaluation builds the test split alone."""
+    from PIL import Image
+
+    for cls in ("a", "b", "c"):
+        (tmp_path / "val" / cls).mkdir(parents=True)
+        Image.new("RGB", (40, 30), (10, 200, 30)).save(tmp_path / "val" / cls / "x.png")
+    cfg = model_data_config("deit_tiny_patch16_224", img_size=32)
+    data = build_data("imagefolder", cfg, tmp_path, train=False)
+    assert data.train is None and data.num_classes == 3 and len(data.test) == 3
+    with pytest.raises(FtervitError, match="training directory not found"):
+        build_data("imagefolder", cfg, tmp_path)  # training still needs train/
+    with pytest.raises(FtervitError, match="1000 class folders in .*val"):
+        build_data("imagenet", cfg, tmp_path, train=False)

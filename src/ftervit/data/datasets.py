@@ -28,7 +28,7 @@ DIGITS_TEST_FRACTION = 0.2
 class DataSplits:
     """Train and test datasets (ImageNet's val/ is its test split) and the class count."""
 
-    train: Dataset
+    train: Dataset | None  # None when built for evaluation only
     test: Dataset
     num_classes: int
 
@@ -112,6 +112,7 @@ def build_data(
     augment: str = "default",
     re_prob: float = 0.0,
     download: bool = False,
+    train: bool = True,
 ) -> DataSplits:
     """Build the train and test splits of dataset ``name`` for a model with ``data_cfg``.
 
@@ -123,6 +124,8 @@ def build_data(
         augment: ``"default"`` (augmentation suited to the data) or ``"none"``.
         re_prob: random-erasing probability on training images.
         download: let torchvision download Fashion-MNIST or CIFAR into ``data_dir``.
+        train: also build the training split; evaluation passes False, so that an image
+            folder needs only ``val/`` and nothing else is read.
 
     Raises:
         FtervitError: unknown dataset or missing files, with the way to fix it.
@@ -140,12 +143,13 @@ def build_data(
         test_tf = small_image_transform(name, data_cfg, False)
 
     if name == "digits":
-        return _digits(train_tf, test_tf)
+        splits = _digits(train_tf, test_tf)
+        return splits if train else DataSplits(None, splits.test, splits.num_classes)
     if name == "fashion-mnist":
         if data_dir is None:  # the Debian package's files, or a cache folder to download into
             data_dir = FASHION_MNIST_DIR if FASHION_MNIST_DIR.is_dir() or not download else cache_dir() / "downloads"
         root = _fashion_mnist_root(data_dir, download)
-        return DataSplits(tvd.FashionMNIST(root, train=True, transform=train_tf, download=download),
+        return DataSplits(tvd.FashionMNIST(root, train=True, transform=train_tf, download=download) if train else None,
                           tvd.FashionMNIST(root, train=False, transform=test_tf, download=download), 10)
     if data_dir is None:
         raise FtervitError(f"dataset {name} needs --data-dir")
@@ -154,18 +158,20 @@ def build_data(
         if not download and not (data_dir / folder).is_dir():
             raise FtervitError(f"{name} not found: {data_dir / folder} is missing (torchvision layout); "
                                "pass the directory that holds it, or add --download when online")
-        return DataSplits(cls(str(data_dir), train=True, transform=train_tf, download=download),
+        return DataSplits(cls(str(data_dir), train=True, transform=train_tf, download=download) if train else None,
                           cls(str(data_dir), train=False, transform=test_tf, download=download),
                           10 if name == "cifar10" else 100)
-    train = tvd.ImageFolder(str(_check_dir(data_dir / "train", "training")), transform=train_tf)
+    train_set = None
+    if train:
+        train_set = tvd.ImageFolder(str(_check_dir(data_dir / "train", "training")), transform=train_tf)
     test = tvd.ImageFolder(str(_check_dir(data_dir / "val", "validation")), transform=test_tf)
-    if train.classes != test.classes:
-        raise FtervitError(f"{data_dir}: train/ has {len(train.classes)} classes and val/ {len(test.classes)}; "
+    if train_set is not None and train_set.classes != test.classes:
+        raise FtervitError(f"{data_dir}: train/ has {len(train_set.classes)} classes and val/ {len(test.classes)}; "
                            "both need the same class folders")
-    if name == "imagenet" and len(train.classes) != 1000:
-        raise FtervitError(f"imagenet expects 1000 class folders in {data_dir / 'train'}, found "
-                           f"{len(train.classes)}; use --data imagefolder for other class counts")
-    return DataSplits(train, test, len(train.classes))
+    if name == "imagenet" and len(test.classes) != 1000:
+        raise FtervitError(f"imagenet expects 1000 class folders in {data_dir / 'val'}, found "
+                           f"{len(test.classes)}; use --data imagefolder for other class counts")
+    return DataSplits(train_set, test, len(test.classes))
 
 
 def eval_loader(dataset: Dataset, batch_size: int, workers: int = 0, rank: int = 0, world_size: int = 1) -> DataLoader:

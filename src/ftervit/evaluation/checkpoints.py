@@ -33,7 +33,7 @@ def evaluate_checkpoints(
             count or of another architecture.
     """
     dev = resolve_device(device)
-    splits = build_data(data, model_data_config(model, img_size), data_dir, download=download)
+    splits = build_data(data, model_data_config(model, img_size), data_dir, download=download, train=False)
     kwargs = {"img_size": img_size} if img_size else {}
     student = create_model(model, num_classes=splits.num_classes, **kwargs)
     load_weights(student, checkpoint, splits.num_classes, f"ternary checkpoint for {model}")

@@ -42,7 +42,7 @@ def evaluate_engine(
         FtervitError: unknown dataset, missing files, a checkpoint or engine file that does not
             fit the data (class count, input shape).
     """
-    splits = build_data(data, model_data_config(model, img_size), data_dir, download=download)
+    splits = build_data(data, model_data_config(model, img_size), data_dir, download=download, train=False)
     kwargs = {"img_size": img_size} if img_size else {}
     student = create_model(model, num_classes=splits.num_classes, **kwargs)
     load_weights(student, checkpoint, splits.num_classes, f"ternary checkpoint for {model}")

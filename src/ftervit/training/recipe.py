@@ -103,7 +103,7 @@ def export_and_run(
     from ftervit.export import export_model
     from ftervit.factory import create_model, load_weights
 
-    splits = build_data(data, model_data_config(model, img_size), data_dir)
+    splits = build_data(data, model_data_config(model, img_size), data_dir, train=False)
     student = create_model(model, num_classes=splits.num_classes, **({"img_size": img_size} if img_size else {}))
     load_weights(student, checkpoint, splits.num_classes, f"ternary checkpoint for {model}")
     names = getattr(splits.test, "classes", None) or [str(i) for i in range(splits.num_classes)]
