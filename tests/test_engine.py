@@ -155,9 +155,15 @@ def test_damaged_files_are_refused(digits_file, tmp_path, how, message):
         Engine(damaged(digits_file, tmp_path / "bad.ftv", how))
 
 
-def test_missing_file(tmp_path):
-    with pytest.raises(EngineError, match="cannot open"):
+def test_missing_empty_and_directory_paths(tmp_path):
+    with pytest.raises(EngineError, match="cannot open .*nope.ftv: No such file"):
         Engine(tmp_path / "nope.ftv")
+    (tmp_path / "empty.ftv").write_bytes(b"")
+    with pytest.raises(EngineError, match="empty.ftv: the file is empty"):
+        Engine(tmp_path / "empty.ftv")
+    (tmp_path / "dir.ftv").mkdir()
+    with pytest.raises(EngineError, match="dir.ftv: Is a directory"):
+        Engine(tmp_path / "dir.ftv")
 
 
 @pytest.fixture(scope="module")

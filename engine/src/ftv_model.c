@@ -2,6 +2,7 @@
  * Every offset, size and shape is checked against the file size and the header's
  * configuration, and every ternary code is checked, so a damaged file is refused with a
  * message instead of being read out of bounds. */
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -407,7 +408,13 @@ ftv_status ftv_model_load_file(const char *path, ftv_model **out, char *err, siz
     if (!path || !out) return FTV_ERR_ARG;
     *out = NULL;
     FILE *f = fopen(path, "rb");
-    if (!f) return fail(&L, FTV_ERR_IO, "cannot open %s", path);
+    if (!f) return fail(&L, FTV_ERR_IO, "cannot open %s: %s", path, strerror(errno));
+    errno = 0; /* a directory opens on POSIX systems but does not read: ask before sizing it */
+    if (fgetc(f) == EOF && ferror(f)) {
+        const char *why = errno ? strerror(errno) : "read error";
+        fclose(f);
+        return fail(&L, FTV_ERR_IO, "cannot read %s: %s", path, why);
+    }
     long size = -1;
     if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
     uint8_t *buf = size > 0 ? (uint8_t *)malloc((size_t)size) : NULL;
@@ -415,7 +422,8 @@ ftv_status ftv_model_load_file(const char *path, ftv_model **out, char *err, siz
     fclose(f);
     if (!ok) {
         free(buf);
-        return fail(&L, size > 0 && !buf ? FTV_ERR_NOMEM : FTV_ERR_IO, "cannot read %s", path);
+        return fail(&L, size > 0 && !buf ? FTV_ERR_NOMEM : FTV_ERR_IO, "cannot read %s%s", path,
+                    size == 0 ? ": the file is empty" : size > 0 && !buf ? ": out of memory" : "");
     }
     ftv_status st = ftv_model_load_buffer(buf, (size_t)size, out, err, errlen);
     if (st != FTV_OK) {

@@ -85,7 +85,8 @@ class Engine:
         status = self._lib.ftv_model_load_file(str(path).encode(), ctypes.byref(self._model), err, len(err))
         if status != 0:
             self._model = None
-            raise EngineError(f"{path}: {err.value.decode(errors='replace') or f'status {status}'}")
+            message = err.value.decode(errors="replace") or f"status {status}"
+            raise EngineError(message if str(path) in message else f"{path}: {message}")
         if threads != 1 and self._lib.ftv_model_set_threads(self._model, threads) != 0:
             self.close()
             raise EngineError(f"threads={threads}: this engine build cannot run that many threads")
