@@ -1,11 +1,12 @@
 """FTerViT recipe on real Fashion-MNIST with a small ViT, on CPU cores.
 
 FP32 teacher, Phase 1 (forward-KL distillation into the fully ternary student), Phase 2
-(recovery at lr 1e-5), then top-1 of all three on the 10,000 test images. The result, with
+(recovery at lr 1e-5), then top-1 of all three on the 10,000 test images, and the Phase-2
+model exported (tq2) and run in the C engine on the same images (top-1, agreement with PyTorch). The result, with
 the gap in percentage points and the wall time, goes to benchmarks/results/fashion_mnist.json
 (rewritten after every stage, "status": "running" until the end).
 
-    .venv/bin/python benchmarks/fashion_mnist.py              # 50 minutes on 2 shared cores
+    .venv/bin/python benchmarks/fashion_mnist.py              # ~35 minutes on 2 cores
     .venv/bin/python benchmarks/fashion_mnist.py --teacher-epochs 1 --phase1-epochs 1 --phase2-epochs 1
 
 Data: the IDX files of the Debian package dataset-fashion-mnist (/usr/share/datasets/fashion-mnist),
@@ -32,11 +33,11 @@ MODEL = "ftervit_fashion_mnist"
 # Tuned toward a teacher >= 88% and a ternary gap <= 0.5 pp within 90 minutes on 2 shared cores:
 # no augmentation (84% after one epoch, 76% with crop and flip), batch 64 (more steps per epoch cost
 # nothing on a CPU), one torch thread plus one loader process (two threads crawl on a busy machine).
-# Phase 1 uses lr 5e-4 for a few epochs instead of 1e-4 for 250; Phase 2 is shortened from 10 epochs.
+# Phase 1 uses lr 5e-4 for a few epochs instead of 1e-4 for 250; Phase 2 is the SPEC's: 10 epochs at 1e-5.
 STAGES: dict[str, dict[str, Any]] = {
     "teacher": dict(epochs=8, lr=1e-3, warmup_epochs=0.5),
     "phase1": dict(epochs=4, lr=5e-4),
-    "phase2": dict(epochs=1, lr=1e-5),
+    "phase2": dict(epochs=10, lr=1e-5),
 }
 SETTINGS = dict(model=MODEL, data="fashion-mnist", batch_size=64, augment="none", workers=1)
 GOALS = {"teacher_top1": 0.88, "gap_pp": 0.5, "minutes": 90}
@@ -68,7 +69,7 @@ def main() -> None:
         args.results.parent.mkdir(parents=True, exist_ok=True)
         args.results.write_text(json.dumps(record, indent=2) + "\n")
 
-    summary = run_recipe(args.out, stages, on_stage=report, overwrite=True, quiet=args.quiet,
+    summary = run_recipe(args.out, stages, on_stage=report, export_format="tq2", overwrite=True, quiet=args.quiet,
                          data_dir=args.data_dir, threads=args.threads, **SETTINGS)
     record["status"] = "done"
     report(summary)
