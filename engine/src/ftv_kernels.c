@@ -55,14 +55,13 @@ float ftv_rmsnorm_quant(const float *x, const ftv_fvec *g, float rms_eps, float 
     return s;
 }
 
-/* Tokens per pass over a decoded row: every weight load serves TG multiply-accumulates, and
- * the TG sums, the pointers and the decoded weights still fit in a Cortex-M's 13 registers. */
-#define TG 4
-
-/* s[i] = sum_j a[i][j] * w[j] for TG tokens, in int32: exact (|s| <= 128 * k, k < 2^24), so
- * any order of the products gives the same sums. */
+/* dot_tg: s[i] = sum_j a[i][j] * w[j] for TG tokens, in int32: exact (|s| <= 128 * k,
+ * k < 2^24), so any order of the products gives the same sums. TG tokens per pass over a
+ * decoded row: every weight load serves TG of them; TG is as large as the sums, pointers and
+ * weights still fit in the core's registers. */
 #if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
 #include <arm_mve.h>
+#define TG 4
 /* Helium (Cortex-M55): 16 MACs an instruction; a predicated tail reads nothing past k. */
 static void dot_tg(const int8_t *w, const int8_t *const a[TG], int k, int32_t s[TG]) {
     const int8_t *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3];
@@ -87,6 +86,7 @@ static void dot_tg(const int8_t *w, const int8_t *const a[TG], int k, int32_t s[
 }
 #elif defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
 #include <arm_acle.h>
+#define TG 3 /* 4 tokens need one register more than Thumb has: gcc spills on every step */
 /* SXTB16 of bytes 1 and 3 in one instruction: gcc 12 has no intrinsic for the rotated form
  * and does not fuse a separate rotate into it. */
 static inline int16x2_t sxtb16_ror8(uint32_t x) {
@@ -97,8 +97,8 @@ static inline int16x2_t sxtb16_ror8(uint32_t x) {
 /* DSP extension (Cortex-M4): 4 int8 a load, sign-extended to 16-bit pairs (bytes 0, 2 and
  * 1, 3), 2 MACs an SMLAD. */
 static void dot_tg(const int8_t *w, const int8_t *const a[TG], int k, int32_t s[TG]) {
-    const int8_t *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3];
-    int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    const int8_t *a0 = a[0], *a1 = a[1], *a2 = a[2];
+    int32_t s0 = 0, s1 = 0, s2 = 0;
     int j = 0;
     for (; j + 4 <= k; j += 4) {
         uint32_t x, v; /* memcpy: activation rows start at any byte */
@@ -110,16 +110,15 @@ static void dot_tg(const int8_t *w, const int8_t *const a[TG], int k, int32_t s[
         s1 = __smlad(__sxtb16(x), ve, s1), s1 = __smlad(sxtb16_ror8(x), vo, s1);
         memcpy(&x, a2 + j, 4);
         s2 = __smlad(__sxtb16(x), ve, s2), s2 = __smlad(sxtb16_ror8(x), vo, s2);
-        memcpy(&x, a3 + j, 4);
-        s3 = __smlad(__sxtb16(x), ve, s3), s3 = __smlad(sxtb16_ror8(x), vo, s3);
     }
     for (; j < k; j++) {
         const int32_t v = w[j];
-        s0 += a0[j] * v, s1 += a1[j] * v, s2 += a2[j] * v, s3 += a3[j] * v;
+        s0 += a0[j] * v, s1 += a1[j] * v, s2 += a2[j] * v;
     }
-    s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3;
+    s[0] = s0, s[1] = s1, s[2] = s2;
 }
 #else
+#define TG 4
 static void dot_tg(const int8_t *w, const int8_t *const a[TG], int k, int32_t s[TG]) {
     const int8_t *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3];
     int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;

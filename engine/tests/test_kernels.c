@@ -378,6 +378,10 @@ int main(void) {
         RUN(test_decode_and_gemm(kind, 7, 13, 3, 0)); /* k not a multiple of 4 or 5: padded rows */
         RUN(test_decode_and_gemm(kind, 16, 384, 5, 0));
         RUN(test_decode_and_gemm(kind, 4, 1536, 2, 1)); /* worst case: |acc| = 128 * 1536 */
+        /* the scalar GEMM takes 3 or 4 tokens at a time and 4 or 16 codes a step (by core):
+         * every short last token group, k with every tail */
+        for (int tokens = 1; tokens <= 9; tokens++) RUN(test_decode_and_gemm(kind, 3, 4 * tokens + 3, tokens, 0));
+        RUN(test_decode_and_gemm(kind, 3, 33, 9, 1));
     }
     RUN(test_exp_erf_accuracy());
     RUN(test_pool());
