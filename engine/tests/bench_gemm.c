@@ -83,7 +83,6 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < (size_t)tokens * k; i++) xq[i] = (int8_t)(rand() % 256 - 128);
     for (int t = 0; t < tokens; t++) xs[t] = 1.0f + (float)t;
 
-    /* labelled by instruction set: the AVX-512 table is named "avx2" too (the kernel family) */
     const char *labels[3] = {"scalar", "avx2", "avx512"};
     const ftv_kernels *kernels[3] = {&ftv_kernels_scalar, NULL, NULL};
 #if defined(__x86_64__) || defined(__i386__)
@@ -92,7 +91,7 @@ int main(int argc, char **argv) {
 #endif
     struct { const char *label; const ftv_kernels *kern; ftv_tmat w; int threads; ftv_pool *pool; double t[1024]; } cfg[MAX_CONFIGS];
     ftv_pool *pools[65] = {NULL};
-    void *owned[8] = {NULL}; /* the packed and repacked matrices */
+    void *owned[3 * 2 * 2] = {NULL}; /* the packed and repacked matrices: sets x kinds x 2 */
     int n_owned = 0;
     int nc = 0;
     size_t scratch_bytes = 0;
