@@ -4,7 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ftervit.data import build_data, eval_loader, model_data_config
+import torch.nn as nn
+
+from ftervit.data import DataSplits, build_data, eval_loader, model_data_config
 from ftervit.device import resolve_device
 from ftervit.evaluation.metrics import evaluate
 from ftervit.factory import create_model, create_teacher, load_weights
@@ -33,12 +35,10 @@ def evaluate_checkpoints(
             count or of another architecture.
     """
     dev = resolve_device(device)
-    splits = build_data(data, model_data_config(model, img_size), data_dir, download=download, train=False)
-    kwargs = {"img_size": img_size} if img_size else {}
-    student = create_model(model, num_classes=splits.num_classes, **kwargs)
-    load_weights(student, checkpoint, splits.num_classes, f"ternary checkpoint for {model}")
+    splits, student = load_test_split_and_student(model, checkpoint, data, data_dir, img_size, download)
     models = {"ternary": student}
     if teacher is not None:
+        kwargs = {"img_size": img_size} if img_size else {}
         models["teacher"] = create_teacher(model, teacher, splits.num_classes, **kwargs)
     loader = eval_loader(splits.test, batch_size, workers)
     result: dict[str, Any] = {"data": data, "n": len(splits.test)}
@@ -46,3 +46,23 @@ def evaluate_checkpoints(
         metrics = evaluate(m.to(dev), loader, dev)
         result[name] = {k: metrics[k] for k in ("top1", "top5", "loss")}
     return result
+
+
+def load_test_split_and_student(
+    model: str,
+    checkpoint: str | Path,
+    data: str,
+    data_dir: str | Path | None = None,
+    img_size: int | None = None,
+    download: bool = False,
+) -> tuple[DataSplits, nn.Module]:
+    """The test split of ``data`` (no training split) and the ternary ``checkpoint`` loaded strictly for it.
+
+    Raises:
+        FtervitError: unknown dataset or model, missing files, a checkpoint with another class
+            count or of another architecture.
+    """
+    splits = build_data(data, model_data_config(model, img_size), data_dir, download=download, train=False)
+    student = create_model(model, num_classes=splits.num_classes, **({"img_size": img_size} if img_size else {}))
+    load_weights(student, checkpoint, splits.num_classes, f"ternary checkpoint for {model}")
+    return splits, student.eval()

@@ -10,10 +10,10 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from ftervit.data import build_data, eval_loader, model_data_config
+from ftervit.data import eval_loader
 from ftervit.errors import FtervitError
+from ftervit.evaluation.checkpoints import load_test_split_and_student
 from ftervit.evaluation.metrics import topk_correct
-from ftervit.factory import create_model, load_weights
 
 
 def evaluate_engine(
@@ -42,10 +42,7 @@ def evaluate_engine(
         FtervitError: unknown dataset, missing files, a checkpoint or engine file that does not
             fit the data (class count, input shape).
     """
-    splits = build_data(data, model_data_config(model, img_size), data_dir, download=download, train=False)
-    kwargs = {"img_size": img_size} if img_size else {}
-    student = create_model(model, num_classes=splits.num_classes, **kwargs)
-    load_weights(student, checkpoint, splits.num_classes, f"ternary checkpoint for {model}")
+    splits, student = load_test_split_and_student(model, checkpoint, data, data_dir, img_size, download)
     return compare_engine(student, engine_file, splits.test, data, batch_size, threads, progress)
 
 

@@ -98,16 +98,13 @@ def export_and_run(
     data_dir: str | None = None, img_size: int | None = None,
 ) -> dict[str, Any]:
     """Export the ternary ``checkpoint`` to ``path`` and compare the C engine with PyTorch on ``data``."""
-    from ftervit.data import build_data, model_data_config
+    from ftervit.evaluation.checkpoints import load_test_split_and_student
     from ftervit.evaluation.engine import compare_engine
     from ftervit.export import export_model
-    from ftervit.factory import create_model, load_weights
 
-    splits = build_data(data, model_data_config(model, img_size), data_dir, train=False)
-    student = create_model(model, num_classes=splits.num_classes, **({"img_size": img_size} if img_size else {}))
-    load_weights(student, checkpoint, splits.num_classes, f"ternary checkpoint for {model}")
+    splits, student = load_test_split_and_student(model, checkpoint, data, data_dir, img_size)
     names = getattr(splits.test, "classes", None) or [str(i) for i in range(splits.num_classes)]
-    packed = export_model(student.eval(), path, fmt, class_names=names)
+    packed = export_model(student, path, fmt, class_names=names)
     if not quiet:
         print(f"== engine: {path} ({len(packed.data):,} bytes, {fmt}) on the test split", flush=True)
     result = compare_engine(student, path, splits.test, data, progress=not quiet)
