@@ -160,7 +160,7 @@ def plot_components(components: dict[str, dict[str, int]], title: str, path: str
     import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from ftervit.training.plots import save_figure
+    from ftervit.fileio import save_figure
 
     scenarios = list(components)
     cats = [c for c in CATEGORIES if any(components[s][c] for s in scenarios)]

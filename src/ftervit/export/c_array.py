@@ -21,7 +21,7 @@ from typing import Iterable
 import numpy as np
 
 from ftervit.errors import FtervitError
-from ftervit.export.writer import atomic_write
+from ftervit.fileio import atomic_write
 
 ALIGN = 64
 _BYTES = [f"{b}," for b in range(256)]  # decimal: the shortest source, ~3.6 characters a byte

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -15,6 +13,7 @@ from timm.layers import LayerScale, Mlp
 from timm.models.vision_transformer import Attention, Block, VisionTransformer
 
 from ftervit.errors import FtervitError, UnsupportedModelError
+from ftervit.fileio import atomic_write
 from ftervit.export.format import (
     ALIGNMENT,
     CLASS_NAMES,
@@ -309,37 +308,6 @@ def _weight_format(name: str) -> WeightFormat:
         return WeightFormat[name.upper()]
     except KeyError:
         raise FtervitError(f"unknown format {name!r}; use tq2 (2-bit) or tq1 (1.6-bit)") from None
-
-
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never a part.
-
-    A temporary file in the same directory is written, fsynced and renamed over ``path``.
-    """
-    path = Path(path)
-    if not path.parent.is_dir():
-        raise FtervitError(f"cannot write {path}: directory {path.parent} does not exist")
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    except OSError as exc:
-        raise FtervitError(f"cannot write {path}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, OSError):
-            raise FtervitError(f"cannot write {path}: {exc.strerror or exc}") from exc
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
 
 
 def export_model(model: nn.Module, path: str | Path, fmt: str | WeightFormat = "tq2", **kwargs) -> Packed:

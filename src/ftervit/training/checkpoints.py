@@ -1,7 +1,6 @@
-"""Training checkpoints: atomic writes and the RNG states that make ``--resume`` exact."""
+"""Training checkpoints: the RNG states that make ``--resume`` exact."""
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -10,33 +9,6 @@ import numpy as np
 import torch
 
 from ftervit.errors import CheckpointError
-
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``.
-
-    A crash (or kill -9) at any moment leaves either the old file or the new one, never a
-    truncated one.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    """Write a text file atomically (temporary file, then rename)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def rng_state() -> dict[str, Any]:

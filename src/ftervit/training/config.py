@@ -15,6 +15,7 @@ import yaml
 
 from ftervit.data.transforms import AUGMENT
 from ftervit.errors import FtervitError
+from ftervit.fileio import atomic_write_text
 
 MODES = ("teacher", "distill")
 TEACHER_PRETRAINED = "pretrained"
@@ -166,4 +167,4 @@ def build_config(base: dict[str, Any] | None = None, *overrides: dict[str, Any])
 
 
 def save_yaml(cfg: TrainConfig, path: Path) -> None:
-    path.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))

@@ -1,7 +1,6 @@
 """Training curves (loss, accuracy, learning rate per epoch) as one PNG."""
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ftervit.errors import FtervitError  # noqa: E402
+from ftervit.fileio import save_figure  # noqa: E402
 
 
 def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
@@ -34,22 +33,3 @@ def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     ax_acc.legend()
     fig.tight_layout()
     save_figure(fig, path, dpi=100)
-
-
-def save_figure(fig: Any, path: str | Path, dpi: int) -> None:
-    """Write ``fig`` atomically in the format its file name says (no suffix: PNG) and close it.
-
-    Raises:
-        FtervitError: a suffix matplotlib cannot write, or a path that cannot be written.
-    """
-    from ftervit.export.writer import atomic_write
-
-    try:
-        fmt = Path(path).suffix.lstrip(".").lower() or "png"
-        if fmt not in fig.canvas.get_supported_filetypes():
-            raise FtervitError(f"cannot write {path}: matplotlib does not write .{fmt} files; use .png, .svg or .pdf")
-        buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=dpi)
-        atomic_write(path, buf.getvalue())
-    finally:
-        plt.close(fig)

@@ -4,7 +4,6 @@ Used by ``ftervit quickstart`` (digits) and ``benchmarks/fashion_mnist.py``.
 """
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 from ftervit.errors import FtervitError
 from ftervit.evaluation import evaluate_checkpoints
-from ftervit.training.checkpoints import atomic_write_text
+from ftervit.fileio import atomic_write_json
 from ftervit.training.config import TrainConfig
 from ftervit.training.trainer import train
 
@@ -89,7 +88,7 @@ def run_recipe(
                                       export_format, common["data"], quiet=common.get("quiet", False), **kwargs))
         summary["seconds"]["engine"] = round(time.perf_counter() - t0, 1)
         summary["seconds"]["total"] = round(time.perf_counter() - start, 1)
-    atomic_write_text(json.dumps(summary, indent=2) + "\n", out / "summary.json")
+    atomic_write_json(out / "summary.json", summary)
     return summary
 
 

@@ -30,7 +30,8 @@ from ftervit.data import build_data, eval_loader, model_data_config
 from ftervit.errors import FtervitError
 from ftervit.evaluation import evaluate, topk_correct
 from ftervit.training import distributed
-from ftervit.training.checkpoints import atomic_save, atomic_write_text, load_training_state, rng_state, set_rng_state
+from ftervit.fileio import atomic_save, atomic_write_text
+from ftervit.training.checkpoints import load_training_state, rng_state, set_rng_state
 from ftervit.training.config import TrainConfig, save_yaml
 from ftervit.training.losses import cross_entropy, distillation_kl
 from ftervit.training.models import build_models
@@ -219,11 +220,11 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv) -> dict[str, Any]:
                 ckpt = {"model": raw.state_dict(), "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "epoch": epoch + 1, "step": step, "history": history,
                         "config": cfg.to_dict(), "rng": rngs, "ftervit_version": __version__}
-                atomic_save(ckpt, out / "last.pth")
+                atomic_save(out / "last.pth", ckpt)
                 saved = epoch + 1
                 if val["top1"] > best:
-                    atomic_save(ckpt, out / "best.pth")
-                atomic_write_text("".join(json.dumps(h) + "\n" for h in history), out / "log.jsonl")
+                    atomic_save(out / "best.pth", ckpt)
+                atomic_write_text(out / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
                 if not cfg.quiet:
                     print(f"epoch {epoch + 1}/{cfg.epochs}  loss {metrics['train_loss']:.4f}  "
                           f"train {metrics['train_top1']:.2%}  val top-1 {val['top1']:.2%} top-5 {val['top5']:.2%}  "
