@@ -101,7 +101,7 @@ def export_and_run(
     from ftervit.evaluation.engine import compare_engine
     from ftervit.export import export_model
 
-    splits, student = load_test_split_and_student(model, checkpoint, data, data_dir, img_size)
+    splits, student = load_test_split_and_student(model, checkpoint, data, data_dir, img_size, ftervit_only=True)
     names = getattr(splits.test, "classes", None) or [str(i) for i in range(splits.num_classes)]
     packed = export_model(student, path, fmt, class_names=names)
     if not quiet:
