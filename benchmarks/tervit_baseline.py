@@ -1,0 +1,151 @@
+"""FTerViT against TerViT on Fashion-MNIST: the same teacher, data, loss and epochs for every recipe.
+
+Rows: FTerViT full (everything ternary), FTerViT encoder-only (qkv, proj, fc1, fc2 ternary;
+patch embedding, LayerNorm and head FP32), TerViT direct (its channel-wise TWN ternarization
+of the encoder), TerViT progressive (int8 encoder first, then ternary from it: half the
+Phase-1 epochs each), TerViT fully ternarized (TWN on the patch embedding, LayerNorm and head
+too). Every recipe distils from the same FP32 teacher with the same KL loss, Phase 1 then a
+Phase-2 recovery at lr 1e-5, so that only the quantizer and its scope differ. Per row: the
+bits, the FP32 parts kept, the bytes (one rule for all: ``ftervit.analysis.size.recipe_bytes``;
+the .ftv file for FTerViT full), top-1 on the 10,000 test images, the gap to the teacher and
+the drop that full ternarization costs the recipe.
+Writes benchmarks/results/tervit_baseline.{json,md}.
+
+    .venv/bin/python benchmarks/tervit_baseline.py                  # Fashion-MNIST (see the JSON for the time)
+    .venv/bin/python benchmarks/tervit_baseline.py --max-minutes 30  # in steps: rerun to continue
+    .venv/bin/python benchmarks/tervit_baseline.py --teacher runs/fashion_mnist/teacher/last.pth
+    .venv/bin/python benchmarks/tervit_baseline.py --smoke --out /tmp/b --results-dir /tmp/b  # digits, < 2 min
+"""
+from __future__ import annotations
+
+import argparse
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from fashion_mnist import SETTINGS as FASHION_SETTINGS
+from fashion_mnist import STAGES as FASHION_STAGES
+from study_runs import OutOfTime, Study, machine, markdown_table
+
+from ftervit.cli.quickstart import SETTINGS as DIGITS_SETTINGS
+from ftervit.cli.quickstart import STAGES as DIGITS_STAGES
+from ftervit.fileio import atomic_write_json, atomic_write_text
+
+RESULTS = Path(__file__).parent / "results"
+MODES: dict[str, dict[str, Any]] = {
+    "fashion-mnist": dict(common=FASHION_SETTINGS, teacher=FASHION_STAGES["teacher"],
+                          phase1=dict(epochs=6, lr=FASHION_STAGES["phase1"]["lr"]), phase2=dict(epochs=2, lr=1e-5)),
+    "smoke": dict(common=DIGITS_SETTINGS, teacher=dict(DIGITS_STAGES["teacher"], epochs=10, warmup_epochs=1),
+                  phase1=dict(epochs=4, lr=DIGITS_STAGES["phase1"]["lr"]), phase2=dict(epochs=1, lr=1e-5)),
+}
+# name -> (label, quant, scope, int8 first stage?)
+RECIPES = {
+    "ftervit_full": ("FTerViT full", "ftervit", "full", False),
+    "ftervit_encoder": ("FTerViT encoder-only", "ftervit", "encoder", False),
+    "tervit_direct": ("TerViT direct", "tervit", "encoder", False),
+    "tervit_progressive": ("TerViT progressive (int8, then ternary)", "tervit", "encoder", True),
+    "tervit_full": ("TerViT fully ternarized", "tervit", "full", False),
+}
+FP32_KEPT = {"full": "none (cls token, position embedding, scales)",
+             "encoder": "patch embedding, LayerNorm, head (+ cls token, position embedding)"}
+# The drop of full ternarization: each full recipe against its encoder-only twin.
+TWIN = {"ftervit_full": "ftervit_encoder", "tervit_full": "tervit_direct"}
+
+
+def train_recipe(study: Study, name: str, quant: str, scope: str, progressive: bool, teacher: str,
+                 mode: dict[str, Any], common: dict[str, Any]) -> dict[str, Any]:
+    """Phase 1 (with TerViT's int8 stage first when ``progressive``), then Phase 2; both results."""
+    distill = dict(mode="distill", teacher=teacher, quant=quant, scope=scope, **common)
+    epochs = mode["phase1"]["epochs"]
+    init = None
+    if progressive:  # the int8 stage takes half of Phase 1's epochs, the ternary stage the rest
+        study.run(f"{name}_int8", **{**distill, "quant": "int8"}, **{**mode["phase1"], "epochs": epochs // 2})
+        init = str(study.out / f"{name}_int8" / "last.pth")
+        epochs -= epochs // 2
+    phase1 = study.run(f"{name}_phase1", init=init, **distill, **{**mode["phase1"], "epochs": epochs})
+    phase2 = study.run(f"{name}_phase2", phase=2, init=phase1["checkpoint"], **distill, **mode["phase2"])
+    return {"phase1": phase1, "phase2": phase2}
+
+
+def row(name: str, runs: dict[str, Any], teacher_top1: float, data_model: str) -> dict[str, Any]:
+    """One table row: bits, FP32 parts, bytes and accuracy of a trained recipe."""
+    from ftervit.analysis.size import recipe_bytes
+    from ftervit.factory import create_student
+
+    label, quant, scope, progressive = RECIPES[name]
+    student = create_student(data_model, runs["phase2"]["checkpoint"]).eval()
+    out = {"name": name, "recipe": label, "quant": quant, "scope": scope, "progressive": progressive,
+           "bits": "W2/A8", "fp32_kept": FP32_KEPT[scope], "bytes": recipe_bytes(student),
+           "phase1_top1": runs["phase1"]["top1"], "top1": runs["phase2"]["top1"],
+           "gap_pp": round(100 * (teacher_top1 - runs["phase2"]["top1"]), 2),
+           "seconds": round(sum(r["seconds"] for r in runs.values()), 1)}
+    if name == "ftervit_full":
+        from ftervit.export import build
+
+        out["ftv_bytes"] = len(build(student, "tq2").data)
+    return out
+
+
+def run_baseline(args: argparse.Namespace) -> dict[str, Any]:
+    mode = MODES["smoke" if args.smoke else "fashion-mnist"]
+    common = dict(mode["common"], threads=args.threads, data_dir=args.data_dir)
+    study = Study(args.out, args.max_minutes, args.quiet)
+    teacher = args.teacher
+    if teacher is None:
+        study.run("teacher", mode="teacher", **common, **mode["teacher"])
+        teacher = str(Path(args.out) / "teacher" / "last.pth")
+    import torch
+
+    teacher_top1 = torch.load(teacher, map_location="cpu", weights_only=True)["history"][-1]["val_top1"]
+    runs = {name: train_recipe(study, name, quant, scope, progressive, teacher, mode, common)
+            for name, (_, quant, scope, progressive) in RECIPES.items()}
+    rows = [row(name, r, teacher_top1, common["model"]) for name, r in runs.items()]
+    by_name = {r["name"]: r for r in rows}
+    for full, twin in TWIN.items():
+        by_name[full]["full_ternarization_drop_pp"] = round(100 * (by_name[twin]["top1"] - by_name[full]["top1"]), 2)
+    return {"teacher": teacher, "teacher_top1": teacher_top1, "rows": rows, "seconds": round(study.seconds(), 1)}
+
+
+def table(result: dict[str, Any]) -> str:
+    rows = [[r["recipe"], r["bits"], r["fp32_kept"],
+             f"{r['bytes']['total']:,}" + (f" (.ftv {r['ftv_bytes']:,})" if "ftv_bytes" in r else ""),
+             f"{r['phase1_top1']:.2%}", f"{r['top1']:.2%}", f"{r['gap_pp']:.2f}",
+             f"{r['full_ternarization_drop_pp']:.2f}" if "full_ternarization_drop_pp" in r else ""]
+            for r in result["rows"]]
+    headers = ["recipe", "bits", "FP32 parts kept", "bytes", "Phase 1 top-1", "top-1", "gap to teacher (pp)",
+               "drop of full ternarization (pp)"]
+    return f"Teacher top-1 {result['teacher_top1']:.2%}.\n\n" + markdown_table(headers, rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="runs/tervit_baseline", help="checkpoints and logs")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the JSON and table go")
+    parser.add_argument("--teacher", help="reuse this FP32 teacher checkpoint instead of training one")
+    parser.add_argument("--data-dir", help="Fashion-MNIST IDX files (default: the Debian package's)")
+    parser.add_argument("--threads", type=int, default=FASHION_SETTINGS.get("threads", 1), help="torch CPU threads")
+    parser.add_argument("--max-minutes", type=float, help="start no new run after this many minutes (rerun to continue)")
+    parser.add_argument("--smoke", action="store_true", help="digits, a few epochs: checks the script in under 2 minutes")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args()
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    try:
+        result = run_baseline(args)
+    except OutOfTime as exc:
+        print(exc)
+        return
+    mode = MODES["smoke" if args.smoke else "fashion-mnist"]
+    record = {"study": "tervit_baseline", "mode": "smoke (digits)" if args.smoke else "fashion-mnist",
+              "started": started, "settings": {k: v for k, v in mode.items() if k != "common"},
+              "common": mode["common"], "machine": machine(args.threads), **result,
+              "minutes": round(result["seconds"] / 60, 1)}
+    name = "tervit_baseline_smoke" if args.smoke else "tervit_baseline"
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(args.results_dir / f"{name}.json", record)
+    atomic_write_text(args.results_dir / f"{name}.md", table(result))
+    print(table(result))
+    print(f"{record['minutes']} minutes of training")
+
+
+if __name__ == "__main__":
+    main()
