@@ -15,19 +15,15 @@ Writes benchmarks/results/recovery_study.{json,md,png}.
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from fashion_mnist import SETTINGS as FASHION_SETTINGS
 from fashion_mnist import STAGES as FASHION_STAGES
-from study_runs import OutOfTime, Study, machine, markdown_table
+from study_runs import Study, markdown_table, study_main, teacher_checkpoint
 
 from ftervit.cli.quickstart import SETTINGS as DIGITS_SETTINGS
 from ftervit.cli.quickstart import STAGES as DIGITS_STAGES
-from ftervit.fileio import atomic_write_json, atomic_write_text
-
-RESULTS = Path(__file__).parent / "results"
 PHASE2_LR = 1e-5  # SPEC section 3
 # Per mode: the recipe's settings, the Phase-1 length and snapshots, the restart grid.
 MODES: dict[str, dict[str, Any]] = {
@@ -55,14 +51,9 @@ def plan(mode: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def run_study(args: argparse.Namespace) -> dict[str, Any]:
-    mode = MODES["smoke" if args.smoke else "fashion-mnist"]
-    common = dict(mode["common"], threads=args.threads, data_dir=args.data_dir)
+    mode, common = args.mode, args.common
     study = Study(args.out, args.max_minutes, args.quiet)
-    teacher = args.teacher
-    if teacher is None:
-        study.run("teacher", mode="teacher", **common, **mode["teacher"])
-        teacher = str(Path(args.out) / "teacher" / "last.pth")
-    teacher_top1 = _checkpoint_top1(teacher)
+    teacher, teacher_top1 = teacher_checkpoint(study, args)
     snapshots = ",".join(str(e) for e in mode["snapshots"])
     phase1 = {"phase1": study.run("phase1", mode="distill", teacher=teacher, save_epochs=snapshots,
                                   **common, **mode["phase1"])}
@@ -80,12 +71,6 @@ def run_study(args: argparse.Namespace) -> dict[str, Any]:
                          curve=[h["val_top1"] for h in result["history"]], seconds=result["seconds"]))
     return {"teacher": teacher, "teacher_top1": teacher_top1, "phase1": phase1, "restarts": rows,
             "seconds": round(study.seconds(), 1)}
-
-
-def _checkpoint_top1(path: str) -> float:
-    import torch
-
-    return torch.load(path, map_location="cpu", weights_only=True)["history"][-1]["val_top1"]
 
 
 def findings(result: dict[str, Any]) -> dict[str, Any]:
@@ -175,35 +160,13 @@ def _label(r: dict[str, Any]) -> str:
             "weight scale": "absmax (own Phase 1)"}[r["group"]]
 
 
+def _extras(result: dict[str, Any], args: argparse.Namespace, stem: str) -> dict[str, Any]:
+    plot(result, args.results_dir / f"{stem}.png")
+    return {"findings": findings(result)}
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="runs/recovery_study", help="checkpoints and logs")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the JSON, table and PNG go")
-    parser.add_argument("--teacher", help="reuse this FP32 teacher checkpoint instead of training one")
-    parser.add_argument("--data-dir", help="Fashion-MNIST IDX files (default: the Debian package's)")
-    parser.add_argument("--threads", type=int, default=FASHION_SETTINGS.get("threads", 1), help="torch CPU threads")
-    parser.add_argument("--max-minutes", type=float, help="start no new run after this many minutes (rerun to continue)")
-    parser.add_argument("--smoke", action="store_true", help="digits, a few epochs: checks the script in under 2 minutes")
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args()
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    try:
-        result = run_study(args)
-    except OutOfTime as exc:
-        print(exc)
-        return
-    mode = MODES["smoke" if args.smoke else "fashion-mnist"]
-    record = {"study": "recovery", "mode": "smoke (digits)" if args.smoke else "fashion-mnist",
-              "started": started, "settings": {k: v for k, v in mode.items() if k != "common"},
-              "common": mode["common"], "machine": machine(args.threads), **result,
-              "minutes": round(result["seconds"] / 60, 1), "findings": findings(result)}
-    name = "recovery_study_smoke" if args.smoke else "recovery_study"
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.results_dir / f"{name}.json", record)
-    atomic_write_text(args.results_dir / f"{name}.md", table(result))
-    plot(result, args.results_dir / f"{name}.png")
-    print(table(result))
-    print(f"{record['minutes']} minutes of training; findings: {record['findings']}")
+    study_main("recovery_study", __doc__, run_study, MODES, table, _extras)
 
 
 if __name__ == "__main__":

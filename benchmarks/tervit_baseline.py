@@ -19,19 +19,14 @@ Writes benchmarks/results/tervit_baseline.{json,md}.
 from __future__ import annotations
 
 import argparse
-from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from fashion_mnist import SETTINGS as FASHION_SETTINGS
 from fashion_mnist import STAGES as FASHION_STAGES
-from study_runs import OutOfTime, Study, machine, markdown_table
+from study_runs import Study, markdown_table, study_main, teacher_checkpoint
 
 from ftervit.cli.quickstart import SETTINGS as DIGITS_SETTINGS
 from ftervit.cli.quickstart import STAGES as DIGITS_STAGES
-from ftervit.fileio import atomic_write_json, atomic_write_text
-
-RESULTS = Path(__file__).parent / "results"
 MODES: dict[str, dict[str, Any]] = {
     "fashion-mnist": dict(common=FASHION_SETTINGS, teacher=FASHION_STAGES["teacher"],
                           phase1=dict(epochs=6, lr=FASHION_STAGES["phase1"]["lr"]), phase2=dict(epochs=2, lr=1e-5)),
@@ -87,19 +82,11 @@ def row(name: str, runs: dict[str, Any], teacher_top1: float, data_model: str) -
 
 
 def run_baseline(args: argparse.Namespace) -> dict[str, Any]:
-    mode = MODES["smoke" if args.smoke else "fashion-mnist"]
-    common = dict(mode["common"], threads=args.threads, data_dir=args.data_dir)
     study = Study(args.out, args.max_minutes, args.quiet)
-    teacher = args.teacher
-    if teacher is None:
-        study.run("teacher", mode="teacher", **common, **mode["teacher"])
-        teacher = str(Path(args.out) / "teacher" / "last.pth")
-    import torch
-
-    teacher_top1 = torch.load(teacher, map_location="cpu", weights_only=True)["history"][-1]["val_top1"]
-    runs = {name: train_recipe(study, name, quant, scope, progressive, teacher, mode, common)
+    teacher, teacher_top1 = teacher_checkpoint(study, args)
+    runs = {name: train_recipe(study, name, quant, scope, progressive, teacher, args.mode, args.common)
             for name, (_, quant, scope, progressive) in RECIPES.items()}
-    rows = [row(name, r, teacher_top1, common["model"]) for name, r in runs.items()]
+    rows = [row(name, r, teacher_top1, args.common["model"]) for name, r in runs.items()]
     by_name = {r["name"]: r for r in rows}
     for full, twin in TWIN.items():
         by_name[full]["full_ternarization_drop_pp"] = round(100 * (by_name[twin]["top1"] - by_name[full]["top1"]), 2)
@@ -118,33 +105,7 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="runs/tervit_baseline", help="checkpoints and logs")
-    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the JSON and table go")
-    parser.add_argument("--teacher", help="reuse this FP32 teacher checkpoint instead of training one")
-    parser.add_argument("--data-dir", help="Fashion-MNIST IDX files (default: the Debian package's)")
-    parser.add_argument("--threads", type=int, default=FASHION_SETTINGS.get("threads", 1), help="torch CPU threads")
-    parser.add_argument("--max-minutes", type=float, help="start no new run after this many minutes (rerun to continue)")
-    parser.add_argument("--smoke", action="store_true", help="digits, a few epochs: checks the script in under 2 minutes")
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args()
-    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    try:
-        result = run_baseline(args)
-    except OutOfTime as exc:
-        print(exc)
-        return
-    mode = MODES["smoke" if args.smoke else "fashion-mnist"]
-    record = {"study": "tervit_baseline", "mode": "smoke (digits)" if args.smoke else "fashion-mnist",
-              "started": started, "settings": {k: v for k, v in mode.items() if k != "common"},
-              "common": mode["common"], "machine": machine(args.threads), **result,
-              "minutes": round(result["seconds"] / 60, 1)}
-    name = "tervit_baseline_smoke" if args.smoke else "tervit_baseline"
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.results_dir / f"{name}.json", record)
-    atomic_write_text(args.results_dir / f"{name}.md", table(result))
-    print(table(result))
-    print(f"{record['minutes']} minutes of training")
+    study_main("tervit_baseline", __doc__, run_baseline, MODES, table)
 
 
 if __name__ == "__main__":

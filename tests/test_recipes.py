@@ -8,7 +8,7 @@ import timm
 import torch
 import torch.nn as nn
 
-from conftest import TINY, state_of, tiny_config
+from conftest import TINY, state_of, tiny_config, train_stopped_after
 from ftervit import create_model, create_student
 from ftervit.cli import main
 from ftervit.conversion import StudentRecipe, convert
@@ -244,30 +244,18 @@ def test_save_epochs_yaml_list_and_teacher_option(tmp_path):
     assert config_from_args(args, "teacher").snapshot_epochs == (1, 2)
 
 
-def test_snapshot_equals_the_weights_at_that_epoch_of_an_uninterrupted_run(trained, tmp_path, monkeypatch):
-    import ftervit.training.trainer as trainer
-
+def test_snapshot_equals_the_weights_at_that_epoch_of_an_uninterrupted_run(trained, tmp_path):
     settings = dict(mode="distill", teacher=str(trained["teacher"]), epochs=3, lr=1e-3)
     train(tiny_config(tmp_path, "full", save_epochs="1,2", **settings))
     out = tmp_path / "full"
     assert sorted(p.name for p in out.glob("epoch_*.pth")) == ["epoch_001.pth", "epoch_002.pth"]
     # The reference: the same run, stopped after epoch 2 (its last.pth holds epoch 2's weights).
-    real = trainer._train_epoch
-
-    def stop_in_epoch_3(*args, **kwargs):
-        if args[7] == 2:  # the epoch index
-            raise RuntimeError("stop")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "_train_epoch", stop_in_epoch_3)
-    with pytest.raises(RuntimeError, match="stop"):
-        train(tiny_config(tmp_path, "cut", **settings))
+    train_stopped_after(tiny_config(tmp_path, "cut", **settings), 2)
     snap, ref = state_of(out / "epoch_002.pth"), state_of(tmp_path / "cut" / "last.pth")
     assert snap.keys() == ref.keys() and all(torch.equal(snap[k], ref[k]) for k in snap)
     assert torch.load(out / "epoch_001.pth", weights_only=True)["epoch"] == 1
     assert not all(torch.equal(snap[k], state_of(out / "last.pth")[k]) for k in snap)  # epoch 3 moved on
     # --resume is unchanged: it continues from last.pth (epoch 2) and adds the snapshots asked for now
-    monkeypatch.setattr(trainer, "_train_epoch", real)
     train(tiny_config(tmp_path, "cut", resume=True, save_epochs="3", **settings))
     final = state_of(out / "last.pth")
     assert all(torch.equal(final[k], state_of(tmp_path / "cut" / "epoch_003.pth")[k]) for k in final)
@@ -305,16 +293,9 @@ def test_ce_weight_adds_the_cross_entropy(trained, tmp_path, monkeypatch):
     assert result["history"][0]["train_loss"] == pytest.approx(0.5 * sum(seen) / len(seen), rel=1e-5)
 
 
-def test_resume_of_a_checkpoint_written_before_these_options(trained, tmp_path, monkeypatch):
-    import ftervit.training.trainer as trainer
-
+def test_resume_of_a_checkpoint_written_before_these_options(trained, tmp_path):
     settings = dict(mode="distill", teacher=str(trained["teacher"]), epochs=2, lr=1e-3)
-    real = trainer._train_epoch
-    monkeypatch.setattr(trainer, "_train_epoch",
-                        lambda *a, **k: (_ for _ in ()).throw(RuntimeError("stop")) if a[7] == 1 else real(*a, **k))
-    with pytest.raises(RuntimeError):
-        train(tiny_config(tmp_path, "old", **settings))
-    monkeypatch.setattr(trainer, "_train_epoch", real)
+    train_stopped_after(tiny_config(tmp_path, "old", **settings), 1)
     last = tmp_path / "old" / "last.pth"
     ckpt = torch.load(last, weights_only=True)
     for key in ("quant", "scope", "weight_scale", "ce_weight", "save_epochs"):
