@@ -62,7 +62,7 @@ class TrainConfig:
                                         "(ablation; not exportable)", modes=("distill",))
     grad_clip: float | None = _opt(None, "clip the gradient norm to this value")
     drop_path: float = _opt(0.0, "stochastic depth rate")
-    augment: str = _opt("default", "default (suited to the data) or none")
+    augment: str = _opt("default", "default (suited to the data), flip (horizontal flips only) or none")
     re_prob: float = _opt(0.0, "random-erasing probability")
     seed: int = _opt(0, "seed of weights, data order and augmentation")
     workers: int = _opt(0, "data-loader worker processes (0: load in the main process)")
