@@ -15,7 +15,6 @@ or --data-dir.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 
 from ftervit.cli.quickstart import summary_table
+from ftervit.fileio import atomic_write_json
 from ftervit.presets import PRESETS
 from ftervit.training.recipe import run_recipe
 
@@ -59,15 +59,18 @@ def main() -> None:
     record: dict[str, Any] = {
         "status": "running", "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "architecture": PRESETS[MODEL], "settings": SETTINGS, "stages": stages, "goals": GOALS,
-        "machine": {"cpus": os.cpu_count(), "threads": args.threads,
-                    "torch": torch.__version__, "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "threads": args.threads, "torch": torch.__version__,
+                    "platform": platform.platform(),
+                    "load_average_1_5_15_at_start": [round(v, 2) for v in os.getloadavg()],
+                    "load_average_1min_after_each_stage": []},
     }
     start = time.perf_counter()
 
     def report(summary: dict[str, Any]) -> None:
         record.update(summary, minutes=round((time.perf_counter() - start) / 60, 1))
+        record["machine"]["load_average_1min_after_each_stage"].append(round(os.getloadavg()[0], 2))
         args.results.parent.mkdir(parents=True, exist_ok=True)
-        args.results.write_text(json.dumps(record, indent=2) + "\n")
+        atomic_write_json(args.results, record)
 
     summary = run_recipe(args.out, stages, on_stage=report, export_format="tq2", overwrite=True, quiet=args.quiet,
                          data_dir=args.data_dir, threads=args.threads, **SETTINGS)

@@ -50,27 +50,29 @@ def plan(mode: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def run_study(args: argparse.Namespace) -> dict[str, Any]:
+def run_study(args: argparse.Namespace, study: Study) -> dict[str, Any]:
     mode, common = args.mode, args.common
-    study = Study(args.out, args.max_minutes, args.quiet)
     teacher, teacher_top1 = teacher_checkpoint(study, args)
-    snapshots = ",".join(str(e) for e in mode["snapshots"])
-    phase1 = {"phase1": study.run("phase1", mode="distill", teacher=teacher, save_epochs=snapshots,
-                                  **common, **mode["phase1"])}
-    phase1["phase1_absmax"] = study.run("phase1_absmax", mode="distill", teacher=teacher, weight_scale="absmax",
-                                        save_epochs=str(mode["snapshots"][-1]), **common, **mode["phase1"])
+    distill = dict(mode="distill", teacher=teacher, **common)
+    last = str(mode["snapshots"][-1])
+    jobs = {"phase1": dict(distill, save_epochs=",".join(str(e) for e in mode["snapshots"]), **mode["phase1"]),
+            "phase1_absmax": dict(distill, weight_scale="absmax", save_epochs=last, **mode["phase1"])}
+    restarts = plan(mode)
+    for r in restarts:
+        init = study.out / r["source"] / f"epoch_{r['from_epoch']:03d}.pth"
+        jobs[r["name"]] = dict(distill, phase=2, init=str(init), lr=r["lr"], epochs=r["epochs"],
+                               ce_weight=r["ce_weight"], weight_scale=r["weight_scale"])
+    records = study.run_all(jobs, after={r["name"]: [r["source"]] for r in restarts})
     rows = []
-    for r in plan(mode):
-        init = Path(args.out) / r["source"] / f"epoch_{r['from_epoch']:03d}.pth"
-        result = study.run(r["name"], mode="distill", phase=2, teacher=teacher, init=str(init), lr=r["lr"],
-                           epochs=r["epochs"], ce_weight=r["ce_weight"], weight_scale=r["weight_scale"], **common)
-        before = phase1[r["source"]]["history"][r["from_epoch"] - 1]["val_top1"]
+    for r in restarts:
+        result = records[r["name"]]
+        before = records[r["source"]]["history"][r["from_epoch"] - 1]["val_top1"]
         rows.append(dict(r, before_top1=before, after_top1=result["top1"],
                          gain_pp=round(100 * (result["top1"] - before), 2),
                          gap_pp=round(100 * (teacher_top1 - result["top1"]), 2),
                          curve=[h["val_top1"] for h in result["history"]], seconds=result["seconds"]))
-    return {"teacher": teacher, "teacher_top1": teacher_top1, "phase1": phase1, "restarts": rows,
-            "seconds": round(study.seconds(), 1)}
+    return {"teacher": teacher, "teacher_top1": teacher_top1,
+            "phase1": {k: records[k] for k in ("phase1", "phase1_absmax")}, "restarts": rows}
 
 
 def findings(result: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ Writes benchmarks/results/tervit_baseline.{json,md}.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 from fashion_mnist import SETTINGS as FASHION_SETTINGS
@@ -47,19 +48,20 @@ FP32_KEPT = {"full": "none (cls token, position embedding, scales)",
 TWIN = {"ftervit_full": "ftervit_encoder", "tervit_full": "tervit_direct"}
 
 
-def train_recipe(study: Study, name: str, quant: str, scope: str, progressive: bool, teacher: str,
-                 mode: dict[str, Any], common: dict[str, Any]) -> dict[str, Any]:
-    """Phase 1 (with TerViT's int8 stage first when ``progressive``), then Phase 2; both results."""
-    distill = dict(mode="distill", teacher=teacher, quant=quant, scope=scope, **common)
-    epochs = mode["phase1"]["epochs"]
+def recipe_jobs(name: str, quant: str, scope: str, progressive: bool, distill: dict[str, Any],
+                mode: dict[str, Any], out: Path) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
+    """The runs of one recipe: Phase 1 (after TerViT's int8 stage when ``progressive``), then Phase 2."""
+    distill = dict(distill, quant=quant, scope=scope)
+    epochs, jobs, after = mode["phase1"]["epochs"], {}, {}
     init = None
     if progressive:  # the int8 stage takes half of Phase 1's epochs, the ternary stage the rest
-        study.run(f"{name}_int8", **{**distill, "quant": "int8"}, **{**mode["phase1"], "epochs": epochs // 2})
-        init = str(study.out / f"{name}_int8" / "last.pth")
+        jobs[f"{name}_int8"] = dict(distill, **{**mode["phase1"], "epochs": epochs // 2}, quant="int8")
+        init, after[f"{name}_phase1"] = str(out / f"{name}_int8" / "last.pth"), [f"{name}_int8"]
         epochs -= epochs // 2
-    phase1 = study.run(f"{name}_phase1", init=init, **distill, **{**mode["phase1"], "epochs": epochs})
-    phase2 = study.run(f"{name}_phase2", phase=2, init=phase1["checkpoint"], **distill, **mode["phase2"])
-    return {"phase1": phase1, "phase2": phase2}
+    jobs[f"{name}_phase1"] = dict(distill, init=init, **{**mode["phase1"], "epochs": epochs})
+    jobs[f"{name}_phase2"] = dict(distill, phase=2, init=str(out / f"{name}_phase1" / "last.pth"), **mode["phase2"])
+    after[f"{name}_phase2"] = [f"{name}_phase1"]
+    return jobs, after
 
 
 def row(name: str, runs: dict[str, Any], teacher_top1: float, data_model: str) -> dict[str, Any]:
@@ -72,8 +74,7 @@ def row(name: str, runs: dict[str, Any], teacher_top1: float, data_model: str) -
     out = {"name": name, "recipe": label, "quant": quant, "scope": scope, "progressive": progressive,
            "bits": "W2/A8", "fp32_kept": FP32_KEPT[scope], "bytes": recipe_bytes(student),
            "phase1_top1": runs["phase1"]["top1"], "top1": runs["phase2"]["top1"],
-           "gap_pp": round(100 * (teacher_top1 - runs["phase2"]["top1"]), 2),
-           "seconds": round(sum(r["seconds"] for r in runs.values()), 1)}
+           "gap_pp": round(100 * (teacher_top1 - runs["phase2"]["top1"]), 2)}
     if name == "ftervit_full":
         from ftervit.export import build
 
@@ -81,16 +82,23 @@ def row(name: str, runs: dict[str, Any], teacher_top1: float, data_model: str) -
     return out
 
 
-def run_baseline(args: argparse.Namespace) -> dict[str, Any]:
-    study = Study(args.out, args.max_minutes, args.quiet)
+def run_baseline(args: argparse.Namespace, study: Study) -> dict[str, Any]:
     teacher, teacher_top1 = teacher_checkpoint(study, args)
-    runs = {name: train_recipe(study, name, quant, scope, progressive, teacher, args.mode, args.common)
-            for name, (_, quant, scope, progressive) in RECIPES.items()}
-    rows = [row(name, r, teacher_top1, args.common["model"]) for name, r in runs.items()]
+    distill = dict(mode="distill", teacher=teacher, **args.common)
+    jobs, after = {}, {}
+    for name, (_, quant, scope, progressive) in RECIPES.items():
+        more, deps = recipe_jobs(name, quant, scope, progressive, distill, args.mode, study.out)
+        jobs.update(more)
+        after.update(deps)
+    # TerViT's int8 stage first (the longest chain), every Phase 1 side by side, then the Phase 2 runs.
+    order = sorted(jobs, key=lambda n: (n.endswith("_phase2"), not n.endswith("_int8")))
+    records = study.run_all({n: jobs[n] for n in order}, after)
+    rows = [row(name, {stage: records[f"{name}_{stage}"] for stage in ("phase1", "phase2")}, teacher_top1,
+                args.common["model"]) for name in RECIPES]
     by_name = {r["name"]: r for r in rows}
     for full, twin in TWIN.items():
         by_name[full]["full_ternarization_drop_pp"] = round(100 * (by_name[twin]["top1"] - by_name[full]["top1"]), 2)
-    return {"teacher": teacher, "teacher_top1": teacher_top1, "rows": rows, "seconds": round(study.seconds(), 1)}
+    return {"teacher": teacher, "teacher_top1": teacher_top1, "rows": rows}
 
 
 def table(result: dict[str, Any]) -> str:
