@@ -29,7 +29,7 @@ def exported(tmp_path, name, fmt="tq2", **kwargs):
     ("deit3_small_patch16_224", dict(num_classes=100, depth=2), "tq2"),  # LayerScale, no_embed_class
     ("deit_tiny_patch16_224", dict(num_classes=10, depth=2, global_pool="avg"), "tq2"),  # class token, mean pool
     ("deit_tiny_patch16_224", dict(num_classes=10, depth=2, class_token=False, global_pool="avg"), "tq2"),
-])
+], ids=["digits", "deit-tiny", "deit3-small", "deit-tiny-avg-pool", "deit-tiny-no-class-token"])
 @pytest.mark.parametrize("threads", [1, 2])
 def test_rollout_matches_pytorch(tmp_path, name, kwargs, fmt, threads):
     model, path = exported(tmp_path, name, fmt, **kwargs)
