@@ -13,8 +13,9 @@ as tq2: speed does not depend on the values):
   --rounds rounds of --calls calls each (median of the per-round medians).
 - plain forward against a baseline git ref (default ``main``; ``--baseline ''`` skips it): the
   engine and Python package of that ref, extracted with ``git archive``, in a worker process
-  beside one of this checkout; the two are timed in alternating rounds, and the arena sizes
-  compared. This checks that adding the rollout left the plain forward pass alone.
+  beside one of this checkout; the C function ``ftv_model_forward`` of each is timed in
+  alternating rounds, and the arena sizes compared. This checks that adding the rollout left
+  the plain forward pass alone.
 
     flock /work/heavy.lock python benchmarks/demo_latency.py [--quickstart runs/quickstart/model.ftv]
         [--threads 1] [--requests 50] [--out benchmarks/results/demo_latency.json]
@@ -47,18 +48,22 @@ from ftervit.fileio import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# A worker that times Engine.forward: reads a number of calls per line, answers the median ms.
+# A worker that times the C function ftv_model_forward (through ctypes, without the binding's
+# Python checks and lock): reads a number of calls per line, answers the median ms.
 WORKER = """
-import sys, time, statistics, numpy as np
+import ctypes, sys, time, statistics, numpy as np
 from ftervit.engine import Engine
 e = Engine(sys.argv[1], threads=int(sys.argv[2]))
-x = np.random.default_rng(0).standard_normal((1, *e.input_shape)).astype(np.float32)
-e.forward(x)
+x = np.random.default_rng(0).standard_normal(e.input_shape).astype(np.float32)
+out = np.empty(e.num_classes, np.float32)
+fp = ctypes.POINTER(ctypes.c_float)
+forward, model, xp, op = e._lib.ftv_model_forward, e._model, x.ctypes.data_as(fp), out.ctypes.data_as(fp)
+forward(model, xp, op)
 print(e.arena_bytes, flush=True)
 for line in sys.stdin:
     times = []
     for _ in range(int(line)):
-        t = time.perf_counter(); e.forward(x); times.append((time.perf_counter() - t) * 1000)
+        t = time.perf_counter(); forward(model, xp, op); times.append((time.perf_counter() - t) * 1000)
     print(statistics.median(times), flush=True)
 """
 

@@ -162,3 +162,23 @@ def test_rollout_race_free_under_thread_sanitizer(tmp_path):
         logits, rollout = _parse(proc.stdout)
         np.testing.assert_array_equal(logits, want_logits[0])
         np.testing.assert_array_equal(rollout, want_maps[0].ravel())
+
+
+def test_one_engine_shared_by_python_threads(tmp_path):
+    """Calls from several Python threads are serialized by the engine's lock: every answer is
+    the one a lone call gives (without it they share one arena and workspace)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    _, path = exported(tmp_path, "deit_tiny_patch16_224", num_classes=10, depth=1)
+    engine = Engine(path, threads=2)
+    xs = np.random.default_rng(4).standard_normal((6, 1, 3, 224, 224)).astype(np.float32)
+    want = [engine.forward_rollout(x) for x in xs]
+
+    def call(i):
+        return (i, *engine.forward_rollout(xs[i % 6])) if i % 2 else (i, engine.forward(xs[i % 6]), None)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for i, logits, maps in pool.map(call, range(24)):
+            np.testing.assert_array_equal(logits, want[i % 6][0])
+            if maps is not None:
+                np.testing.assert_array_equal(maps, want[i % 6][1])
