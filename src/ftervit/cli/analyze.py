@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from ftervit.cli.common import format_table, positive_int, print_json
 
@@ -13,7 +14,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "(Taylor first order, Hutchinson Hessian trace), -1/0/+1 counts, feature fidelity and "
                     "attention rollout. Writes DIR/{importance,weights,fidelity,rollout}.{json,png} and "
                     "report.json. Without --checkpoint the student is the ternary conversion of the teacher. "
-                    "--ftv FILE alone counts the codes of a .ftv file.")
+                    "--ftv FILE alone counts the codes of a .ftv file. Models under 5 M parameters run on "
+                    "one CPU thread unless OMP_NUM_THREADS says otherwise: their tensors are too small to gain "
+                    "from more, and a second thread on shared cores made the Hessian products 20x slower.")
     p.add_argument("--model", help="timm ViT name or ftervit preset (required unless --ftv alone)")
     p.add_argument("--teacher", help="FP32 teacher checkpoint (from ftervit teacher)")
     p.add_argument("--checkpoint", help="ternary student checkpoint (default: the teacher converted to ternary)")
@@ -32,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="runs/analysis", help="output directory [runs/analysis]")
     p.add_argument("--json", action="store_true", help="print report.json instead of the tables")
     p.set_defaults(func=run)
+
+
+SMALL_MODEL_PARAMS = 5_000_000
 
 
 def _load(args: argparse.Namespace, only: tuple[str, ...]):
@@ -64,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
         raise FtervitError("--ftv alone gives the weights analysis only; add --model, --teacher and --data for the others")
     prepare_out(args.out)  # an unwritable --out fails before the models load
     dataset, teacher, student = (None, None, None) if ftv_alone else _load(args, only)
+    if teacher is not None and "OMP_NUM_THREADS" not in os.environ:
+        import torch
+
+        if sum(p.numel() for p in teacher.parameters()) < SMALL_MODEL_PARAMS:
+            torch.set_num_threads(1)
     settings = {k: getattr(args, k) for k in ("model", "teacher", "checkpoint", "data", "data_dir")}
     results = analyze(teacher, student, dataset, only=only, images=args.images, batch_size=args.batch_size,
                       probes=args.probes, rollout_images=args.rollout_images, seed=args.seed, device=args.device,
@@ -99,10 +110,14 @@ def print_tables(results: dict) -> None:
             rows = [[c, v["params"], _pct(v["param_share"]), _pct(v["taylor_share"]), _pct(v["hessian_share"]),
                      f"{v['hessian_trace']:.3g} +- {v['hessian_stderr'] or 0:.2g}", notes.get(c, "")]
                     for c, v in r["components"].items() if v["params"]]
-            blocks.append(f"importance of the {who} ({r['loss']}, {imp['images']} images, {r['probes']} probes); "
-                          f"most important layer: {r['most_important_layer']}\n"
-                          + format_table(["component", "params", "share", "Taylor", "Hessian", "trace",
-                                          "paper (DeiT)"], rows))
+            text = (f"importance of the {who} ({r['loss']}, {imp['images']} images, {r['probes']} probes); "
+                    f"most important layer: {r['most_important_layer']}\n"
+                    + format_table(["component", "params", "share", "Taylor", "Hessian", "trace",
+                                    "paper (DeiT)"], rows))
+            if any(v["hessian_trace"] < 0 for v in r["components"].values()):
+                text += ("\nsome traces are negative: the model is not at a minimum of this loss, and Hessian "
+                         "shares of a signed sum are not proportions")
+            blocks.append(text)
     if "weights" in results:
         w = results["weights"]
         for key, what in (("model", "the model's quantizers"), ("ftv", f"{w.get('ftv', {}).get('file')}")):
