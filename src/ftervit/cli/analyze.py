@@ -17,22 +17,22 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "--ftv FILE alone counts the codes of a .ftv file. Models under 5 M parameters run on "
                     "one CPU thread unless OMP_NUM_THREADS says otherwise: their tensors are too small to gain "
                     "from more, and a second thread on shared cores made the Hessian products 20x slower.")
-    p.add_argument("--model", help="timm ViT name or ftervit preset (required unless --ftv alone)")
-    p.add_argument("--teacher", help="FP32 teacher checkpoint (from ftervit teacher)")
-    p.add_argument("--checkpoint", help="ternary student checkpoint (default: the teacher converted to ternary)")
-    p.add_argument("--data", help="digits, fashion-mnist, cifar10, cifar100, imagefolder or imagenet (test split)")
-    p.add_argument("--data-dir", help="dataset directory (Fashion-MNIST default: the Debian package's)")
-    p.add_argument("--only", default=None, help="comma-separated subset of importance,weights,fidelity,rollout "
+    p.add_argument("--model", metavar="M", help="timm ViT name or ftervit preset (required unless --ftv alone)")
+    p.add_argument("--teacher", metavar="T.pth", help="FP32 teacher checkpoint (from ftervit teacher)")
+    p.add_argument("--checkpoint", metavar="S.pth", help="ternary student checkpoint (default: the teacher converted to ternary)")
+    p.add_argument("--data", metavar="D", help="digits, fashion-mnist, cifar10, cifar100, imagefolder or imagenet (test split)")
+    p.add_argument("--data-dir", metavar="DIR", help="dataset directory (Fashion-MNIST default: the Debian package's)")
+    p.add_argument("--only", metavar="LIST", help="comma-separated subset of importance,weights,fidelity,rollout "
                                                 "[default: all; weights with --ftv alone]")
-    p.add_argument("--images", type=positive_int, default=512, help="test images for importance and fidelity [512]")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="images per pass [64]")
-    p.add_argument("--probes", type=positive_int, default=32, help="Rademacher probes of the Hessian trace [32]")
-    p.add_argument("--rollout-images", type=positive_int, default=10,
+    p.add_argument("--images", type=positive_int, metavar="N", default=512, help="test images for importance and fidelity [512]")
+    p.add_argument("--batch-size", type=positive_int, metavar="N", default=64, help="images per pass [64]")
+    p.add_argument("--probes", type=positive_int, metavar="N", default=32, help="Rademacher probes of the Hessian trace [32]")
+    p.add_argument("--rollout-images", type=positive_int, metavar="N", default=10,
                    help="images for the rollout maps, one per class where possible [10]")
-    p.add_argument("--seed", type=int, default=0, help="seeds the image subset and the probes [0]")
-    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--seed", type=int, metavar="N", default=0, help="seeds the image subset and the probes [0]")
+    p.add_argument("--device", metavar="DEVICE", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--ftv", metavar="FILE", help="also count the codes stored in this .ftv file (alone: only that)")
-    p.add_argument("--out", default="runs/analysis", help="output directory [runs/analysis]")
+    p.add_argument("--out", metavar="DIR", default="runs/analysis", help="output directory [runs/analysis]")
     p.add_argument("--json", action="store_true", help="print report.json instead of the tables")
     p.set_defaults(func=run)
 
@@ -92,6 +92,11 @@ def _pct(x: float | None) -> str:
     return "" if x is None else f"{100 * x:.1f}%"
 
 
+def fmt(d: dict | None) -> str:
+    """``{"mean", "std"}`` as ``mean +- std``."""
+    return f"{d['mean']:.3f} +- {d['std']:.3f}" if d else "-"
+
+
 def print_tables(results: dict) -> None:
     """The text tables of ``ftervit analyze``: each analysis beside the paper's numbers."""
     blocks = []
@@ -138,7 +143,6 @@ def print_tables(results: dict) -> None:
         f = results["fidelity"]
         p = f["paper"]
         ln = f["layernorm"]
-        fmt = lambda d: f"{d['mean']:.3f} +- {d['std']:.3f}" if d else "-"  # noqa: E731
         rows = [["patch embedding, per token", fmt(f["patch_embed"]), str(p["patch_embed_cosine"])],
                 ["LayerNorm gamma (scale)", fmt(ln["gamma"]), ""],
                 ["LayerNorm beta (shift)", fmt(ln["beta"]),
