@@ -5,7 +5,8 @@ Each model set (a directory holding teacher/last.pth, phase2/last.pth and model.
 itself, in a subprocess, with every analysis and the .ftv file; the wall time includes Python's
 start. Goals: digits under 60 s, Fashion-MNIST with 512 images under 5 minutes on 2 cores.
 The results, with the numbers docs/analysis.md quotes, go to benchmarks/results/analyze.json;
-with --docs the Fashion-MNIST figures are copied to docs/analysis/.
+with --docs the Fashion-MNIST figures are copied to docs/analysis/. It also records
+``ftervit size`` of DeiT-Tiny and DeiT-III-S (the paper's bytes by component).
 
     flock /work/heavy.lock .venv/bin/python benchmarks/analyze.py --docs     # ~2 minutes on 2 cores
     .venv/bin/python benchmarks/analyze.py --quickstart runs/quickstart --fashion runs/fashion_mnist
@@ -22,6 +23,8 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "analyze.json"
 DOCS = ROOT / "docs" / "analysis"
@@ -31,33 +34,47 @@ SETS = {  # name: (model, data, --images, goal in seconds)
 }
 
 
-def analyze(name: str, models: Path, out: Path) -> dict:
-    """Run ``ftervit analyze`` on one model set; its report, the wall time and the numbers the docs quote."""
-    model, data, images, goal = SETS[name]
-    cmd = [sys.executable, "-m", "ftervit", "analyze", "--model", model, "--data", data,
-           "--teacher", str(models / "teacher" / "last.pth"), "--checkpoint", str(models / "phase2" / "last.pth"),
-           "--ftv", str(models / "model.ftv"), "--images", str(images), "--out", str(out), "--json"]
+def ftervit(*args: str) -> tuple[dict, float]:
+    """``ftervit ARGS --json`` in a subprocess running this checkout's code: its output and wall time."""
+    cmd = [sys.executable, "-m", "ftervit", *args, "--json"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
     start = time.perf_counter()
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - start
     if done.returncode:
         sys.exit(f"{' '.join(cmd)} failed:\n{done.stderr.strip()}")
+    return json.loads(done.stdout), wall
+
+
+def analyze(name: str, models: Path, out: Path) -> dict:
+    """Run ``ftervit analyze`` on one model set; its report, the wall time and the numbers the docs quote."""
+    model, data, images, goal = SETS[name]
+    args = ["analyze", "--model", model, "--data", data, "--teacher", str(models / "teacher" / "last.pth")]
+    full = [*args, "--checkpoint", str(models / "phase2" / "last.pth"), "--ftv", str(models / "model.ftv"),
+            "--images", str(images), "--out", str(out)]
+    report, wall = ftervit(*full)
+    # The teacher's weights through the ternary quantizers before any distillation, for comparison.
+    ftervit(*args, "--only", "weights", "--out", str(out / "converted_teacher"))
+    converted = json.loads((out / "converted_teacher" / "weights.json").read_text())["model"]["overall"]
     imp = json.loads((out / "importance.json").read_text())
     fid = json.loads((out / "fidelity.json").read_text())
     weights = json.loads((out / "weights.json").read_text())
     roll = json.loads((out / "rollout.json").read_text())
     recipe = models / "summary.json"
+    stages = {s: yaml.safe_load((models / s / "config.yaml").read_text())
+              for s in ("teacher", "phase1", "phase2") if (models / s / "config.yaml").is_file()}
     return {
-        "models": str(models), "command": " ".join(cmd[1:]), "wall_seconds": round(wall, 1),
+        "models": str(models), "command": "ftervit " + " ".join(full), "wall_seconds": round(wall, 1),
         "goal_seconds": goal, "goal_met": wall < goal,
         "recipe": json.loads(recipe.read_text()) if recipe.is_file() else None,
-        "report": json.loads(done.stdout),
+        "stages": stages,  # the training settings that made the models
+        "report": report,
         "importance": {who: {"components": imp[who]["components"], "most_important_layer": imp[who]["most_important_layer"],
                              "top_layers": sorted(imp[who]["layers"], key=lambda r: -r["taylor"])[:5]}
                        for who in ("teacher", "student")},
         "weights": {k: {"components": weights[k]["components"], "overall": weights[k]["overall"]}
-                    for k in ("model", "ftv")} | {"ftv_differs": weights["ftv"]["differs_from_model"]},
+                    for k in ("model", "ftv")} | {"ftv_differs": weights["ftv"]["differs_from_model"],
+                                                  "converted_teacher": converted},
         "fidelity": {k: v for k, v in fid.items() if k != "patch_embed"}
                     | {"patch_embed": {k: fid["patch_embed"][k] for k in ("mean", "std", "tokens")}},
         "rollout": {"mean_cosine": roll["mean_cosine"], "mean_iou": roll["mean_iou"], "grid": roll["grid"],
@@ -98,6 +115,10 @@ def main() -> None:
             DOCS.mkdir(parents=True, exist_ok=True)
             for png in sorted(out.glob("*.png")):
                 atomic_write(DOCS / png.name, png.read_bytes())
+    # The paper's component table: bytes by scenario of the two architectures it names.
+    for model in ("deit_tiny_patch16_224", "deit3_small_patch16_224"):
+        size, _ = ftervit("size", model)
+        record.setdefault("size", {})[model] = {k: size[k] for k in ("scenario_bytes", "leftover_percent")}
     args.results.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.results, record)
     print(f"results in {args.results}")

@@ -62,13 +62,15 @@ def _load(args: argparse.Namespace, only: tuple[str, ...]):
 
 def run(args: argparse.Namespace) -> int:
     from ftervit.analysis.report import ANALYSES, analyze, parse_only, prepare_out
+    from ftervit.device import resolve_device
     from ftervit.errors import FtervitError
 
     ftv_alone = args.ftv and not (args.model or args.teacher or args.checkpoint or args.data)
     only = parse_only(args.only or ("weights" if ftv_alone else ",".join(ANALYSES)))
     if ftv_alone and only != ("weights",):
         raise FtervitError("--ftv alone gives the weights analysis only; add --model, --teacher and --data for the others")
-    prepare_out(args.out)  # an unwritable --out fails before the models load
+    prepare_out(args.out)  # an unwritable --out or a missing GPU fails before the models load
+    resolve_device(args.device)
     dataset, teacher, student = (None, None, None) if ftv_alone else _load(args, only)
     if teacher is not None and "OMP_NUM_THREADS" not in os.environ:
         import torch
