@@ -83,6 +83,27 @@ def analyze(name: str, models: Path, out: Path) -> dict:
     }
 
 
+def reference_ternary(samples: int = 10**6) -> dict:
+    """Zeros and cosine (value vs dequantized ternary) of absmean on known distributions: what the
+    models' numbers are compared with in docs/analysis.md (heavier tails, more zeros, lower cosine)."""
+    import torch
+
+    from ftervit.quantization import ternary_absmean
+
+    gen = torch.Generator().manual_seed(0)
+    draws = {"normal": torch.randn(samples, generator=gen, dtype=torch.float64)}
+    u = torch.rand(samples, generator=gen, dtype=torch.float64) - 0.5
+    draws["laplace"] = -u.sign() * torch.log1p(-2 * u.abs())
+    chi2 = torch.randn(3, samples, generator=gen, dtype=torch.float64).pow(2).sum(0)
+    draws["student_t3"] = torch.randn(samples, generator=gen, dtype=torch.float64) / (chi2 / 3).sqrt()
+    out = {}
+    for name, w in draws.items():
+        codes, scale = ternary_absmean(w)
+        out[name] = {"zero_fraction": float((codes == 0).double().mean()),
+                     "cosine": float(torch.nn.functional.cosine_similarity(w, codes / scale, dim=0))}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quickstart", type=Path, default=Path("runs/quickstart"), help="digits models")
@@ -119,6 +140,7 @@ def main() -> None:
     for model in ("deit_tiny_patch16_224", "deit3_small_patch16_224"):
         size, _ = ftervit("size", model)
         record.setdefault("size", {})[model] = {k: size[k] for k in ("scenario_bytes", "leftover_percent")}
+    record["reference_ternary"] = reference_ternary()
     args.results.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.results, record)
     print(f"results in {args.results}")
