@@ -73,8 +73,9 @@ def test_hutchinson_trace_of_a_quadratic_within_three_standard_errors():
     np.testing.assert_allclose(scores.hessian[:, 1], 2 * m, rtol=1e-12)
 
 
-def test_importance_shares_sum_to_one_and_count_every_used_parameter():
-    teacher = _vit()
+@pytest.mark.parametrize("deit3", [False, True])
+def test_importance_shares_sum_to_one_and_count_every_used_parameter(deit3):
+    teacher = _vit(init_values=0.1, no_embed_class=True) if deit3 else _vit()  # DeiT-III: LayerScale
     student = make_ternary(copy.deepcopy(teacher))
     teacher.requires_grad_(False)  # a frozen teacher, as create_teacher makes it
     batches = _batches(2, 8, (3, 16, 16), 5)
@@ -91,6 +92,7 @@ def test_importance_shares_sum_to_one_and_count_every_used_parameter():
         assert set(r["components"]) == {"patch_embed", "layernorm", "attention", "mlp", "head", "embeddings",
                                         "layerscale", "rmsnorm"}
         assert (r["components"]["rmsnorm"]["params"] > 0) == (model is student)
+        assert (r["components"]["layerscale"]["params"] > 0) == deit3
         top = max(r["layers"], key=lambda row: row["taylor"])
         assert r["most_important_layer"] == top["layer"]
         assert all(p.requires_grad == (model is student) for p in model.parameters())  # restored
