@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "ftv_model.h"
+#include "ftv_rollout.h"
 
 #define FTV_MAX_SIDE 65536u /* bound on every dimension: keeps size arithmetic far from overflow */
 
@@ -461,6 +462,7 @@ void ftv_model_free(ftv_model *m) {
     free(m->repacked);
     free(m->w.blocks);
     free(m->arena);
+    ftv_rollout_free(m->rollout);
     free((void *)m->class_names);
     free(m->owned_file);
     free(m);

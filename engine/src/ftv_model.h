@@ -76,6 +76,7 @@ struct ftv_model {
     size_t arena_bytes;
     uint8_t *owned_file; /* the file image when loaded from a path */
     const char **class_names; /* (classes) into the file image, NULL when absent */
+    struct ftv_rollout *rollout; /* ftv_model_forward_rollout's workspace, NULL before its first call */
 };
 
 /* Lay out the run state of m->threads threads in an arena; returns the bytes needed (arena

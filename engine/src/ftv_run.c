@@ -1,6 +1,6 @@
 /* ftervit-run: classify images with a .ftv model.
  *
- *   ftervit-run [-k N] [-t THREADS] [--logits] MODEL.ftv INPUT...
+ *   ftervit-run [-k N] [-t THREADS] [--logits] [--rollout] MODEL.ftv INPUT...
  *
  * INPUT is a binary PPM (P6) or PGM (P5) image of exactly the model's size, normalized with
  * the file's mean/std, or a raw float32 tensor (C, H, W) already normalized (any other
@@ -85,18 +85,25 @@ static int load_input(const char *path, const ftv_config *c, float *img) {
     return ok;
 }
 
+static void print_map(const float *map, int n) {
+    for (int p = 0; p < n; p++) printf(p ? " %.9g" : "rollout %.9g", (double)map[p]);
+    printf("\n");
+}
+
 int main(int argc, char **argv) {
-    int topk = 5, threads = 1, print_logits = 0, argi = 1;
+    int topk = 5, threads = 1, print_logits = 0, print_rollout = 0, argi = 1;
     for (; argi < argc && argv[argi][0] == '-'; argi++) {
         if (strcmp(argv[argi], "-k") == 0 && argi + 1 < argc) topk = atoi(argv[++argi]);
         else if (strcmp(argv[argi], "-t") == 0 && argi + 1 < argc) threads = atoi(argv[++argi]);
         else if (strcmp(argv[argi], "--logits") == 0) print_logits = 1;
+        else if (strcmp(argv[argi], "--rollout") == 0) print_rollout = 1;
         else break;
     }
     if (argc - argi < 2 || topk < 1 || threads < 1) {
-        fprintf(stderr, "usage: ftervit-run [-k N] [-t THREADS] [--logits] MODEL.ftv INPUT...\n"
+        fprintf(stderr, "usage: ftervit-run [-k N] [-t THREADS] [--logits] [--rollout] MODEL.ftv INPUT...\n"
                         "  INPUT: binary PPM/PGM of the model's size, or raw float32 (C,H,W) normalized\n"
-                        "  -t: threads of the forward pass (default 1; the logits do not depend on it)\n");
+                        "  -t: threads of the forward pass (default 1; the logits do not depend on it)\n"
+                        "  --rollout: also print the attention-rollout map (one line, patch grid row-major)\n");
         return 2;
     }
     char err[256];
@@ -115,16 +122,25 @@ int main(int argc, char **argv) {
     float *img = (float *)malloc(sizeof(float) * (size_t)c->in_chans * c->img_h * c->img_w);
     float *logits = (float *)malloc(sizeof(float) * (size_t)c->num_classes);
     int *order = (int *)malloc(sizeof(int) * (size_t)c->num_classes);
-    int status = img && logits && order ? 0 : 1;
+    const int patches = (c->img_h / c->patch_h) * (c->img_w / c->patch_w);
+    float *map = (float *)malloc(sizeof(float) * (size_t)patches);
+    int status = img && logits && order && map ? 0 : 1;
     for (int i = argi + 1; i < argc && status == 0; i++) {
         if (!load_input(argv[i], c, img)) {
             status = 1;
             break;
         }
-        ftv_model_forward(m, img, logits);
+        st = print_rollout ? ftv_model_forward_rollout(m, img, logits, map) : ftv_model_forward(m, img, logits);
+        if (st != FTV_OK) {
+            fprintf(stderr, "ftervit-run: %s: %s\n", argv[i], st == FTV_ERR_ARG ? "the input holds NaN or infinity"
+                                                                             : ftv_status_string(st));
+            status = 1;
+            break;
+        }
         if (print_logits) {
             for (int j = 0; j < c->num_classes; j++) printf(j ? " %.9g" : "%.9g", (double)logits[j]);
             printf("\n");
+            if (print_rollout) print_map(map, patches);
             continue;
         }
         float mx = logits[0], sum = 0.0f;
@@ -146,10 +162,12 @@ int main(int argc, char **argv) {
                    name ? name : "", name ? ")" : "", (double)(expf(logits[order[a]] - mx) / sum),
                    (double)logits[order[a]]);
         }
+        if (print_rollout) print_map(map, patches);
     }
     free(img);
     free(logits);
     free(order);
+    free(map);
     ftv_model_free(m);
     return status;
 }

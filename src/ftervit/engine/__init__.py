@@ -7,6 +7,7 @@ with PyTorch.
 from __future__ import annotations
 
 import ctypes
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,10 @@ def _load_library() -> ctypes.CDLL:
         lib.ftv_model_class_name.restype = ctypes.c_char_p
         lib.ftv_model_forward.argtypes = [p, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_float)]
         lib.ftv_model_forward.restype = ctypes.c_int
+        lib.ftv_model_forward_rollout.argtypes = [p] + [ctypes.POINTER(ctypes.c_float)] * 3
+        lib.ftv_model_forward_rollout.restype = ctypes.c_int
+        lib.ftv_model_rollout_bytes.argtypes = [p]
+        lib.ftv_model_rollout_bytes.restype = c_size
         _lib = lib
     return _lib
 
@@ -70,6 +75,9 @@ class Engine:
     ``FTV_KERNELS=scalar`` (or ``FTV_FORCE_SCALAR=1``) set before loading caps the choice.
     Every set gives bit-identical logits.
 
+    Calls are serialized by a lock (the model's arena is one), so one engine may be shared by
+    threads; they run one pass at a time, each on ``threads`` threads.
+
     Raises:
         EngineError: the file is missing, damaged or of a newer version.
         EngineBuildError: the engine could not be compiled.
@@ -79,6 +87,7 @@ class Engine:
         if not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads={threads!r}: expected a positive integer")
         self.threads = threads
+        self._lock = threading.Lock()
         self._lib = _load_library()
         self._model = ctypes.c_void_p()
         err = ctypes.create_string_buffer(512)
@@ -96,6 +105,7 @@ class Engine:
         self.config["std"] = tuple(cfg.std[: cfg.in_chans])
         self.num_classes = cfg.num_classes
         self.input_shape = (cfg.in_chans, cfg.img_h, cfg.img_w)
+        self.grid = (cfg.img_h // cfg.patch_h, cfg.img_w // cfg.patch_w)
         names = [self._lib.ftv_model_class_name(self._model, i) for i in range(cfg.num_classes)]
         self.class_names = [n.decode() for n in names] if all(names) else None
 
@@ -119,26 +129,63 @@ class Engine:
             raise EngineError("the engine was closed")
         return self._model
 
-    def forward(self, x) -> np.ndarray:
-        """Logits (N, classes) of float32 images (N, C, H, W), normalized as the model expects."""
-        model = self._require()
+    @property
+    def rollout_bytes(self) -> int:
+        """Bytes of :meth:`forward_rollout`'s workspace (allocated on its first call, not in the arena)."""
+        return int(self._lib.ftv_model_rollout_bytes(self._require()))
+
+    def _images(self, x) -> np.ndarray:
         x = np.ascontiguousarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float32)
         if x.ndim == 3:
             x = x[None]
         if x.ndim != 4 or x.shape[1:] != self.input_shape:
             raise EngineError(f"expected input (N, {', '.join(map(str, self.input_shape))}), got {x.shape}")
+        return x
+
+    def _check(self, status: int, i: int) -> None:
+        if status == 6:  # FTV_ERR_ARG: the pointers are ours, so the image was not finite
+            raise EngineError(f"image {i} holds NaN or infinity")
+        if status == 5:
+            raise EngineError("out of memory for the attention-rollout workspace")
+        if status != 0:
+            raise EngineError(f"the engine failed on image {i} (status {status})")
+
+    def forward(self, x) -> np.ndarray:
+        """Logits (N, classes) of float32 images (N, C, H, W), normalized as the model expects."""
+        x = self._images(x)
         out = np.empty((x.shape[0], self.num_classes), dtype=np.float32)
         fp = ctypes.POINTER(ctypes.c_float)
-        for i in range(x.shape[0]):
-            self._lib.ftv_model_forward(model, x[i].ctypes.data_as(fp), out[i].ctypes.data_as(fp))
+        with self._lock:
+            model = self._require()
+            for i in range(x.shape[0]):
+                self._check(self._lib.ftv_model_forward(model, x[i].ctypes.data_as(fp), out[i].ctypes.data_as(fp)), i)
         return out
+
+    def forward_rollout(self, x) -> tuple[np.ndarray, np.ndarray]:
+        """Logits (N, classes) and attention-rollout maps (N, grid_h, grid_w) from one pass each.
+
+        The logits equal :meth:`forward`'s to the bit; the maps are what
+        :func:`ftervit.analysis.rollout.attention_rollout` computes from the PyTorch model
+        (class token's row, or the mean row for models pooled without one), in float32.
+        """
+        x = self._images(x)
+        logits = np.empty((x.shape[0], self.num_classes), dtype=np.float32)
+        maps = np.empty((x.shape[0], *self.grid), dtype=np.float32)
+        fp = ctypes.POINTER(ctypes.c_float)
+        with self._lock:
+            model = self._require()
+            for i in range(x.shape[0]):
+                self._check(self._lib.ftv_model_forward_rollout(
+                    model, x[i].ctypes.data_as(fp), logits[i].ctypes.data_as(fp), maps[i].ctypes.data_as(fp)), i)
+        return logits, maps
 
     __call__ = forward
 
     def close(self) -> None:
-        if self._model is not None:
-            self._lib.ftv_model_free(self._model)
-            self._model = None
+        with self._lock:  # waits for a pass in progress
+            if self._model is not None:
+                self._lib.ftv_model_free(self._model)
+                self._model = None
 
     def __enter__(self) -> "Engine":
         return self

@@ -16,7 +16,8 @@ from ftervit.errors import FtervitError
 
 # Same flags as engine/Makefile's library; -ffp-contract=off keeps PyTorch's float rounding.
 CFLAGS = ("-std=c11", "-O2", "-ffp-contract=off", "-fPIC", "-shared", "-pthread")
-LIB_SOURCES = ("ftv_kernels.c", "ftv_kernels_avx2.c", "ftv_threads.c", "ftv_model.c", "ftv_forward.c")
+LIB_SOURCES = ("ftv_kernels.c", "ftv_kernels_avx2.c", "ftv_threads.c", "ftv_model.c", "ftv_forward.c",
+               "ftv_rollout.c")
 
 
 class EngineBuildError(FtervitError):
