@@ -149,7 +149,7 @@ def damaged(src: Path, dst: Path, how: str) -> Path:
 
 
 @pytest.mark.parametrize("how,message", [("flip", "checksum"), ("truncate", "truncated"),
-                                         ("magic", "not a .ftv"), ("version", "newer")])
+                                         ("magic", "not an FTerViT .ftv"), ("version", "newer")])
 def test_damaged_files_are_refused(digits_file, tmp_path, how, message):
     with pytest.raises(EngineError, match=message):
         Engine(damaged(digits_file, tmp_path / "bad.ftv", how))

@@ -30,6 +30,8 @@ typedef enum {
     FTV_ERR_CHECKSUM = 4, /* CRC32 mismatch: the file is corrupted */
     FTV_ERR_NOMEM = 5,    /* the arena (or the file buffer) could not be allocated */
     FTV_ERR_ARG = 6,      /* invalid argument */
+    FTV_ERR_INPUT = 7,    /* the input image holds NaN or infinity */
+    FTV_ERR_OVERFLOW = 8, /* a value of the forward pass overflowed float range: no logits */
 } ftv_status;
 
 /* The model geometry read from the header. */
@@ -81,7 +83,11 @@ size_t ftv_model_repacked_bytes(const ftv_model *m);
 /* Class name i, or NULL when the file has none. */
 const char *ftv_model_class_name(const ftv_model *m, int i);
 
-/* One image (in_chans, img_h, img_w), normalized as the model expects -> num_classes logits. */
+/* One image (in_chans, img_h, img_w), normalized as the model expects -> num_classes logits.
+ * FTV_ERR_INPUT when the image holds NaN or infinity (checked before any work);
+ * FTV_ERR_OVERFLOW when a value the logits depend on overflowed float range on the way
+ * (extreme inputs, such as |x| near 1e38, or extreme weights): the logits are then NaN.
+ * One call at a time per model: the model's arena is its working memory. */
 ftv_status ftv_model_forward(ftv_model *m, const float *image, float *logits);
 
 const char *ftv_status_string(ftv_status s);

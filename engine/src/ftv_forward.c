@@ -271,7 +271,13 @@ static void forward_worker(void *ctx, int i, int n) {
 
 ftv_status ftv_model_forward(ftv_model *m, const float *image, float *logits) {
     if (!m || !image || !logits) return FTV_ERR_ARG;
+    const size_t n = (size_t)m->cfg.in_chans * (size_t)m->cfg.img_h * (size_t)m->cfg.img_w;
+    int finite = 1;
+    for (size_t i = 0; i < n; i++) finite &= isfinite(image[i]) != 0;
+    if (!finite) return FTV_ERR_INPUT;
     forward_job job = {m, image, logits};
     ftv_pool_run(m->pool, forward_worker, &job);
-    return FTV_OK;
+    /* a value the logits depend on overflowed: the norms turned it into NaN (ftv_norm_factor) */
+    for (int j = 0; j < m->cfg.num_classes; j++) finite &= isfinite(logits[j]) != 0;
+    return finite ? FTV_OK : FTV_ERR_OVERFLOW;
 }

@@ -1,7 +1,6 @@
 """Model -> .ftv bytes, and the atomic write of the file (layout in format.py)."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -22,13 +21,17 @@ from ftervit.export.format import (
     ENTRY_SIZE,
     HEADER_SIZE,
     MAGIC,
+    MAX_ABS_MEAN,
     MAX_CHANNELS,
+    MAX_STD,
+    MIN_STD,
     NAME_SIZE,
     ROW_SCALE,
     TERNARY,
     TERNARY_ROWS,
     VERSION,
     Flag,
+    FormatError,
     Kind,
     ModelConfig,
     TensorEntry,
@@ -42,6 +45,7 @@ from ftervit.export.format import (
     tensor_specs,
     ternary_kind,
 )
+from ftervit.export.reader import parse
 from ftervit.layers import BitConv2d, BitLinear, TernaryLayerNorm
 from ftervit.quantization import EPS, ternary_absmean, ternary_absmean_per_channel
 
@@ -140,8 +144,9 @@ def _channel_stats(values: Sequence[float] | None, default: Sequence[float] | No
         values *= in_chans
     if len(values) != in_chans:
         raise FtervitError(f"input {what} has {len(values)} values; the model has {in_chans} input channels")
-    if not all(math.isfinite(v) for v in values) or (what == "std" and min(values) <= 0):
-        need = "positive numbers" if what == "std" else "finite numbers"
+    lo, hi = (MIN_STD, MAX_STD) if what == "std" else (-MAX_ABS_MEAN, MAX_ABS_MEAN)
+    if not all(lo <= v <= hi for v in values):
+        need = f"positive numbers in [{lo:g}, {hi:g}]" if what == "std" else f"finite numbers in [{lo:g}, {hi:g}]"
         raise FtervitError(f"input {what} must be {need} (the engine computes (x - mean) / std), got {list(values)}")
     return values
 
@@ -300,7 +305,12 @@ def build(
         buf[HEADER_SIZE + i * ENTRY_SIZE:HEADER_SIZE + (i + 1) * ENTRY_SIZE] = entry.pack()
         buf[entry.offset:entry.offset + entry.nbytes] = data
     CRC_STRUCT.pack_into(buf, file_size - CRC_SIZE, crc32(memoryview(buf)[:file_size - CRC_SIZE]))
-    return Packed(config, fmt, entries, bytes(buf))
+    data = bytes(buf)
+    try:  # what the reader (and the C loader, which checks the same) would refuse is never written
+        parse(data)
+    except FormatError as exc:
+        raise UnsupportedModelError(f"the model cannot be stored in a .ftv file: {exc}") from None
+    return Packed(config, fmt, entries, data)
 
 
 def _weight_format(name: str) -> WeightFormat:
