@@ -159,7 +159,7 @@ def test_missing_empty_and_directory_paths(tmp_path):
     with pytest.raises(EngineError, match="cannot open .*nope.ftv: No such file"):
         Engine(tmp_path / "nope.ftv")
     (tmp_path / "empty.ftv").write_bytes(b"")
-    with pytest.raises(EngineError, match="empty.ftv: the file is empty"):
+    with pytest.raises(EngineError, match="empty.ftv: empty file"):
         Engine(tmp_path / "empty.ftv")
     (tmp_path / "dir.ftv").mkdir()
     with pytest.raises(EngineError, match="dir.ftv: Is a directory"):

@@ -645,13 +645,17 @@ ftv_status ftv_model_load_file(const char *path, ftv_model **out, char *err, siz
     }
     long size = -1;
     if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
+    if (size == 0) { /* refused as the Python reader refuses it */
+        fclose(f);
+        return ftv_model_load_buffer(NULL, 0, out, err, errlen);
+    }
     uint8_t *buf = size > 0 ? (uint8_t *)malloc((size_t)size) : NULL;
     int ok = buf && fseek(f, 0, SEEK_SET) == 0 && fread(buf, 1, (size_t)size, f) == (size_t)size;
     fclose(f);
     if (!ok) {
         free(buf);
         return fail(&L, size > 0 && !buf ? FTV_ERR_NOMEM : FTV_ERR_IO, "cannot read %s%s", path,
-                    size == 0 ? ": the file is empty" : size > 0 && !buf ? ": out of memory" : "");
+                    size > 0 && !buf ? ": out of memory" : "");
     }
     ftv_status st = ftv_model_load_buffer(buf, (size_t)size, out, err, errlen);
     if (st != FTV_OK) {

@@ -279,21 +279,32 @@ def build(
     with torch.no_grad():
         config = model_config(model, mean, std, has_class_names=class_names is not None)
         payloads = _payloads(model, config, fmt, class_names)
-    entries, offset = [], align_up(HEADER_SIZE + ENTRY_SIZE * len(payloads))
+    return assemble(config, fmt, payloads, source_params(model))
+
+
+def assemble(config: ModelConfig, fmt: WeightFormat, payloads: Sequence[tuple[TensorEntry, bytes]],
+             n_source_params: int, alignment: int = ALIGNMENT) -> Packed:
+    """Lay out header, table and data of a file (the tensors of ``tensor_specs(config)`` in
+    order, as (entry without offset, data) pairs) and check it with the reader.
+
+    Raises:
+        UnsupportedModelError: the reader would refuse the file (its reason is given).
+    """
+    entries, offset = [], align_up(HEADER_SIZE + ENTRY_SIZE * len(payloads), alignment)
     for entry, data in payloads:
         if len(entry.name.encode("utf-8")) >= NAME_SIZE:
             raise UnsupportedModelError(f"tensor name {entry.name!r} is longer than {NAME_SIZE - 1} bytes")
         entries.append(TensorEntry(entry.name, entry.kind, entry.shape, offset, entry.nbytes,
                                    entry.scale, entry.row_bytes))
         end = offset + entry.nbytes
-        offset = align_up(end)
+        offset = align_up(end, alignment)
     file_size = end + CRC_SIZE
     buf = bytearray(file_size)
     c = config
     buf[:HEADER_SIZE] = pack_header({
         "magic": MAGIC, "version": VERSION, "header_size": HEADER_SIZE, "entry_size": ENTRY_SIZE,
-        "num_tensors": len(entries), "file_size": file_size, "source_params": source_params(model),
-        "format": int(fmt), "flags": int(c.flags), "alignment": ALIGNMENT,
+        "num_tensors": len(entries), "file_size": file_size, "source_params": n_source_params,
+        "format": int(fmt), "flags": int(c.flags), "alignment": alignment,
         "img_h": c.img_size[0], "img_w": c.img_size[1], "patch_h": c.patch_size[0], "patch_w": c.patch_size[1],
         "in_chans": c.in_chans, "embed_dim": c.embed_dim, "depth": c.depth, "num_heads": c.num_heads,
         "mlp_hidden": c.mlp_hidden, "num_classes": c.num_classes, "ln_eps": c.ln_eps,
