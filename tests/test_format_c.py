@@ -23,7 +23,6 @@ import ftv_corpus
 from ftervit.engine import _load_library
 from ftervit.export import format as ftv
 from ftervit.export import export_model, read
-from ftervit.export.reader import parse
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADER = ROOT / "engine" / "include" / "ftv_format.h"
