@@ -133,6 +133,11 @@ def test_bad_images_named_and_good_ones_reported(model_file, tmp_path, capsys):
                          ("junk.png", "not an image file"), ("cut.png", "cannot read image"),
                          ("missing.png", "no such file"), ("thin.png", "would exceed")):
         assert any(str(tmp_path / name) in e and reason in e for e in errors), (name, errors)
+    nan = np.zeros((8, 8), np.float32)
+    nan[2, 2] = np.nan
+    Image.fromarray(nan).save(tmp_path / "nan.tif")  # a float image: non-finite input, refused
+    assert main(["run", str(model_file), str(tmp_path / "nan.tif")]) == 2
+    assert "nan.tif: the image holds NaN or infinite values" in capsys.readouterr().err
     assert main(["run", str(model_file), str(tmp_path / "a.png"), "--crop-pct", "1e-5"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "crop_pct 1e-05" in err and "would exceed" in err
