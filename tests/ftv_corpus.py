@@ -187,6 +187,7 @@ def damaged() -> dict[str, bytes]:
         "kind_u8_float.ftv": with_entry(good, "cls_token", kind=Kind.U8),
         "kind_f32_class_names.ftv": with_entry(good, "class_names", kind=Kind.F32),
         "shape.ftv": with_entry(good, "pos_embed", dims=(1, 4, 6, 0)),
+        "class_names_0_bytes.ftv": with_entry(good, "class_names", dims=(0, 0, 0, 0), nbytes=0),
         "class_names_2d.ftv": with_entry(good, "class_names", ndim=2, dims=(1, entry(good, "class_names")["dims"][0], 0, 0)),
         "nbytes.ftv": with_entry(good, "blocks.0.attn.qkv.weight", nbytes=entry(good, "blocks.0.attn.qkv.weight")["nbytes"] + 1),
         "row_bytes.ftv": with_entry(good, "blocks.0.mlp.fc1.weight", row_bytes=3),

@@ -397,7 +397,7 @@ static ftv_status check_data(loader *L, const ftv_tensor_rule *r, const char *na
         int empty = 0;
         for (uint64_t j = 0; j < e->nbytes; j++)
             if (p[j] == 0) names++, empty |= j == 0 || p[j - 1] == 0;
-        if (p[e->nbytes - 1] != 0 || names != classes || empty)
+        if (e->nbytes == 0 || p[e->nbytes - 1] != 0 || names != classes || empty)
             return fail(L, FTV_ERR_FORMAT, "class_names does not hold %u NUL-terminated names", classes);
         if (!utf8_valid(p, e->nbytes)) return fail(L, FTV_ERR_FORMAT, "class_names is not UTF-8");
         return FTV_OK;
