@@ -70,23 +70,20 @@ typedef struct {
     size_t row;
 } cursor;
 
+/* The next tensor of the file, or NULL after the last (header.depth >= 1: check_header). */
 static const ftv_tensor_rule *next_tensor(const ftv_header *h, cursor *c) {
     static const ftv_tensor_rule *const parts[3] = {stem_rules, block_rules, head_rules};
     static const size_t sizes[3] = {COUNT(stem_rules), COUNT(block_rules), COUNT(head_rules)};
     while (c->part < 3) {
-        if (c->part == 1 && c->block >= h->depth) {
-            c->part = 2;
-            c->row = 0;
-            continue;
-        }
-        if (c->row == sizes[c->part]) {
-            c->row = 0;
-            if (c->part == 1 && ++c->block < h->depth) continue;
+        if (c->row < sizes[c->part]) {
+            const ftv_tensor_rule *r = &parts[c->part][c->row++];
+            if (r->flag == 0 || (h->flags & r->flag)) return r;
+        } else if (c->part == 1 && ++c->block < h->depth) {
+            c->row = 0; /* the next block */
+        } else {
             c->part++;
-            continue;
+            c->row = 0;
         }
-        const ftv_tensor_rule *r = &parts[c->part][c->row++];
-        if (r->flag == 0 || (h->flags & r->flag)) return r;
     }
     return NULL;
 }
