@@ -42,10 +42,10 @@ static inline float ftv_lanes_sum(const float part[FTV_LANES]) {
 }
 
 /* A norm's factor 1 / sqrt(sum / n + eps) (RMSNorm: the sum of squares; LayerNorm: of the
- * deviations), or NaN when the sum is not finite. A sum overflows only when a value upstream
- * did; the NaN then reaches the logits, which ftv_model_forward checks, instead of being
- * quantized into ordinary codes (a quantizer's absolute maximum skips NaN). Every kernel set
- * takes this path, so they stay bit-identical. */
+ * squared deviations), or NaN when the sum is not finite: a value upstream overflowed, or its
+ * square does. The NaN then reaches the logits, which ftv_model_forward checks, instead of
+ * being quantized into ordinary codes (a quantizer's absolute maximum skips NaN). Every
+ * kernel set takes this path, so they stay bit-identical. */
 static inline float ftv_norm_factor(float sum, int n, float eps) {
     return isfinite(sum) ? 1.0f / sqrtf(sum / (float)n + eps) : NAN;
 }
