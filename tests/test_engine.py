@@ -384,3 +384,18 @@ def test_sanitized_cli_inputs(sanitized_run, digits_file, tmp_path):
     proc = subprocess.run([sanitized_run, "-t", "1000", digits_file, tmp_path / "good.f32"], capture_output=True,
                           text=True)
     assert proc.returncode == 2 and "1..256" in proc.stderr
+
+
+def test_engine_build_is_atomic(tmp_path, monkeypatch):
+    """The cached library is written through fileio.atomic_output: a failed compile leaves no
+    file behind, a good one leaves exactly the library."""
+    from ftervit.engine.build import EngineBuildError, library_path
+
+    monkeypatch.setenv("FTERVIT_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", "false")
+    with pytest.raises(EngineBuildError, match="compiling the engine failed"):
+        library_path()
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.delenv("CC")
+    lib = library_path()
+    assert list(tmp_path.iterdir()) == [lib] and lib.stat().st_size > 10_000
