@@ -17,12 +17,14 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 # The suite, then the engine on emulated microcontrollers against the host engine (issue 7:
-# it runs in CI). The Debian toolchains and Chromium are installed first when missing (root or
-# sudo; ~20 s each from the mirror), so the QEMU test and the demo's browser test run too.
+# it runs in CI), then 60 seconds of fuzzing the engine's loader and forward pass (libFuzzer).
+# The Debian toolchains, clang for the fuzzer and Chromium are installed first when missing (root
+# or sudo; ~20 s each from the mirror), so the QEMU test and the demo's browser test run too.
 test: $(STAMP) chromium
 	$(MAKE) -C engine/ports deps
 	$(BIN)/python -m pytest -q
 	$(BIN)/python engine/ports/mcu_check.py
+	$(MAKE) -C engine fuzz FUZZ_SECONDS=60 PYTHON=$(abspath $(BIN)/python)
 
 quickstart: $(STAMP)
 	$(BIN)/ftervit quickstart --out runs/quickstart

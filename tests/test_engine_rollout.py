@@ -102,9 +102,9 @@ def test_non_finite_input_refused(tmp_path):
     x = np.zeros((2, 1, 8, 8), np.float32)
     for bad in (np.nan, np.inf, -np.inf):
         x[1, 0, 3, 3] = bad
-        with pytest.raises(EngineError, match="image 1 holds NaN or infinity"):
+        with pytest.raises(EngineError, match="image 1: the input holds NaN or infinite values"):
             engine.forward_rollout(x)
-        with pytest.raises(EngineError, match="image 1 holds NaN or infinity"):
+        with pytest.raises(EngineError, match="image 1: the input holds NaN or infinite values"):
             engine.forward(x)
     engine.close()
     with pytest.raises(EngineError, match="closed"):
@@ -139,7 +139,7 @@ def test_sanitized_cli_rollout(tmp_path):
     assert top.splitlines()[-1].startswith("rollout ") and "1. class" in top
     np.full(64, np.nan, np.float32).tofile(tmp_path / "nan.f32")
     proc = _cli(ENGINE / "build" / "san" / "ftervit-run", "--rollout", path, tmp_path / "nan.f32")
-    assert proc.returncode == 1 and "NaN or infinity" in proc.stderr and "Sanitizer" not in proc.stderr
+    assert proc.returncode == 2 and "NaN or infinite" in proc.stderr and "Sanitizer" not in proc.stderr
 
 
 def test_rollout_race_free_under_thread_sanitizer(tmp_path):

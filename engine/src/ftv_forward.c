@@ -281,27 +281,29 @@ static void forward_worker(void *ctx, int i, int n) {
     }
 }
 
-/* The input is finite: NaN or infinity would reach the int8 conversions (undefined behaviour). */
-static int input_finite(const ftv_model *m, const float *image) {
+/* Both entries: non-finite input is refused before any work (NaN or infinity would reach the
+ * int8 conversions); after the pass, a value the logits depend on that overflowed shows as NaN
+ * (the norms turn an overflow into NaN: ftv_norm_factor). */
+static ftv_status forward_checked(ftv_model *m, const float *image, float *logits, ftv_rollout *ro, float *map) {
     const size_t n = (size_t)m->cfg.in_chans * (size_t)m->cfg.img_h * (size_t)m->cfg.img_w;
-    for (size_t j = 0; j < n; j++)
-        if (!isfinite(image[j])) return 0;
-    return 1;
+    int finite = 1;
+    for (size_t i = 0; i < n; i++) finite &= isfinite(image[i]) != 0;
+    if (!finite) return FTV_ERR_INPUT;
+    forward_job job = {m, image, logits, ro, map};
+    ftv_pool_run(m->pool, forward_worker, &job);
+    for (int j = 0; j < m->cfg.num_classes; j++) finite &= isfinite(logits[j]) != 0;
+    return finite ? FTV_OK : FTV_ERR_OVERFLOW;
 }
 
 ftv_status ftv_model_forward(ftv_model *m, const float *image, float *logits) {
-    if (!m || !image || !logits || !input_finite(m, image)) return FTV_ERR_ARG;
-    forward_job job = {m, image, logits, NULL, NULL};
-    ftv_pool_run(m->pool, forward_worker, &job);
-    return FTV_OK;
+    if (!m || !image || !logits) return FTV_ERR_ARG;
+    return forward_checked(m, image, logits, NULL, NULL);
 }
 
 size_t ftv_model_rollout_bytes(const ftv_model *m) { return ftv_rollout_bytes(m); }
 
 ftv_status ftv_model_forward_rollout(ftv_model *m, const float *image, float *logits, float *map) {
-    if (!m || !image || !logits || !map || !input_finite(m, image)) return FTV_ERR_ARG;
+    if (!m || !image || !logits || !map) return FTV_ERR_ARG;
     if (!m->rollout && !(m->rollout = ftv_rollout_new(m))) return FTV_ERR_NOMEM;
-    forward_job job = {m, image, logits, m->rollout, map};
-    ftv_pool_run(m->pool, forward_worker, &job);
-    return FTV_OK;
+    return forward_checked(m, image, logits, m->rollout, map);
 }

@@ -114,7 +114,7 @@ def create_app(engine: Engine, top_k: int = 5, max_bytes: int = 10_000_000, file
         return info
 
     def classify(data: bytes) -> dict:
-        x = load_image(io.BytesIO(data), engine.input_shape, cfg["mean"], cfg["std"], name="the uploaded image")
+        x = load_image(data, engine.input_shape, cfg["mean"], cfg["std"], name="the uploaded image")
         with lock:
             start = time.perf_counter()
             logits, maps = engine.forward_rollout(x[None])
