@@ -35,13 +35,13 @@ import time
 import warnings
 from pathlib import Path
 
-import numpy as np
 import timm
 import torch
 
 import ftervit
 from ftervit.engine import Engine
 from ftervit.export import export_model
+from ftervit.fileio import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 KERNEL_SHAPE = (197, 384, 1536)  # tokens, k, rows: DeiT-S fc1
@@ -214,7 +214,7 @@ def main() -> None:
     report["kernel"] = bench_kernel(5, max(args.runs, 20), args.scalar)
     report["machine"]["load_average_end"] = load_average()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_json(args.out, report)
 
     print(f"{report['machine']['cpu']}, {args.threads} threads, medians of {args.runs} rounds (ms); "
           f"load average {report['machine']['load_average_start']} -> {report['machine']['load_average_end']}")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +26,7 @@ from typing import Any
 import torch
 
 from ftervit.cli.quickstart import summary_table
+from ftervit.errors import FtervitError
 from ftervit.fileio import atomic_write_json
 from ftervit.presets import PRESETS
 from ftervit.training.recipe import run_recipe
@@ -87,4 +89,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FtervitError as exc:  # no dataset, a bad option: one line, as the ftervit CLI says it
+        print(f"fashion_mnist.py: error: {exc}", file=sys.stderr)
+        sys.exit(2)

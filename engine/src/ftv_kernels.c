@@ -39,18 +39,18 @@ float ftv_rmsnorm_quant(const float *x, const ftv_fvec *g, float rms_eps, float 
                         int k, int8_t *q) {
     float part[FTV_LANES] = {0};
     for (int j = 0; j < k; j++) part[j % FTV_LANES] += x[j] * x[j];
-    float r = 1.0f / sqrtf(ftv_lanes_sum(part) / (float)k + rms_eps);
+    float r = ftv_norm_factor(ftv_lanes_sum(part), k, rms_eps);
     float amax = 0.0f;
     for (int j = 0; j < k; j++) {
         float h = x[j] * r * ftv_fvec_get(g, j);
         float a = fabsf(h);
         if (a > amax) amax = a;
     }
-    float s = 127.0f / (amax > quant_eps ? amax : quant_eps);
+    float s = ftv_quant_scale(amax, quant_eps, r);
     for (int j = 0; j < k; j++) {
         /* Recomputed rather than stored: same value, no (k,) float scratch needed. */
         float v = rintf(x[j] * r * ftv_fvec_get(g, j) * s);
-        q[j] = (int8_t)(v > 127.0f ? 127 : (v < -128.0f ? -128 : (int)v));
+        q[j] = ftv_to_int8(v);
     }
     return s;
 }
@@ -193,7 +193,7 @@ void ftv_layernorm(const float *x, const ftv_tmat *gamma, const ftv_tmat *beta, 
         float d = x[j] - mean;
         part[j % FTV_LANES] += d * d;
     }
-    float r = 1.0f / sqrtf(ftv_lanes_sum(part) / (float)n + eps);
+    float r = ftv_norm_factor(ftv_lanes_sum(part), n, eps);
     for (int j = 0; j < n; j++) {
         float gv = gamma ? ftv_tvec_get(gamma, j) : 1.0f;
         float bv = beta ? ftv_tvec_get(beta, j) : 0.0f;

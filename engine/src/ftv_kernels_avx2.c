@@ -622,7 +622,7 @@ static AVX2 float avx2_rmsnorm_quant(const float *x, const ftv_fvec *g, float rm
     }
     _mm256_storeu_ps(part, acc);
     for (; j < k; j++) part[j % FTV_LANES] += x[j] * x[j];
-    const float r = 1.0f / sqrtf(ftv_lanes_sum(part) / (float)k + rms_eps);
+    const float r = ftv_norm_factor(ftv_lanes_sum(part), k, rms_eps);
     const __m256 rv = _mm256_set1_ps(r), abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
     __m256 mx = _mm256_setzero_ps();
     for (j = 0; j < k8; j += 8)
@@ -632,7 +632,7 @@ static AVX2 float avx2_rmsnorm_quant(const float *x, const ftv_fvec *g, float rm
         const float a = fabsf(x[j] * r * ftv_fvec_get(g, j));
         if (a > amax) amax = a;
     }
-    const float s = 127.0f / (amax > quant_eps ? amax : quant_eps);
+    const float s = ftv_quant_scale(amax, quant_eps, r);
     const __m256 sv = _mm256_set1_ps(s), lo = _mm256_set1_ps(-128.0f), hi = _mm256_set1_ps(127.0f);
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     int k32 = k - k % 32;
@@ -650,7 +650,7 @@ static AVX2 float avx2_rmsnorm_quant(const float *x, const ftv_fvec *g, float rm
     }
     for (; j < k; j++) {
         const float v = rintf(x[j] * r * ftv_fvec_get(g, j) * s);
-        q[j] = (int8_t)(v > 127.0f ? 127 : (v < -128.0f ? -128 : (int)v));
+        q[j] = ftv_to_int8(v);
     }
     return s;
 }
@@ -681,7 +681,7 @@ static AVX2 void avx2_layernorm(const float *x, const ftv_tmat *gamma, const ftv
         const float d = x[j] - mean;
         part[j % FTV_LANES] += d * d;
     }
-    const float r = 1.0f / sqrtf(ftv_lanes_sum(part) / (float)n + eps);
+    const float r = ftv_norm_factor(ftv_lanes_sum(part), n, eps);
     const __m256 rv = _mm256_set1_ps(r);
     for (j = 0; j < n8; j += 8) {
         const __m256 h = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + j), mv), rv);
@@ -878,7 +878,7 @@ static AVX512 float avx512_rmsnorm_quant(const float *x, const ftv_fvec *g, floa
     }
     _mm256_storeu_ps(part, acc);
     for (; j < k; j++) part[j % FTV_LANES] += x[j] * x[j];
-    const float r = 1.0f / sqrtf(ftv_lanes_sum(part) / (float)k + rms_eps);
+    const float r = ftv_norm_factor(ftv_lanes_sum(part), k, rms_eps);
     const __m512 rv = _mm512_set1_ps(r);
     const __m512i abs_mask = _mm512_set1_epi32(0x7FFFFFFF);
     __m512 mx = _mm512_setzero_ps();
@@ -891,7 +891,7 @@ static AVX512 float avx512_rmsnorm_quant(const float *x, const ftv_fvec *g, floa
         const float a = fabsf(x[j] * r * ftv_fvec_get(g, j));
         if (a > amax) amax = a;
     }
-    const float s = 127.0f / (amax > quant_eps ? amax : quant_eps);
+    const float s = ftv_quant_scale(amax, quant_eps, r);
     const __m512 sv = _mm512_set1_ps(s), lo = _mm512_set1_ps(-128.0f), hi = _mm512_set1_ps(127.0f);
     for (j = 0; j < k16; j += 16) {
         __m512 v = _mm512_mul_ps(_mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(x + j), rv), load16(g, j)), sv);
@@ -901,7 +901,7 @@ static AVX512 float avx512_rmsnorm_quant(const float *x, const ftv_fvec *g, floa
     }
     for (; j < k; j++) {
         const float v = rintf(x[j] * r * ftv_fvec_get(g, j) * s);
-        q[j] = (int8_t)(v > 127.0f ? 127 : (v < -128.0f ? -128 : (int)v));
+        q[j] = ftv_to_int8(v);
     }
     return s;
 }

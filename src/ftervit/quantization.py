@@ -42,17 +42,18 @@ def ternary_absmean_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 
 def ternary_absmax(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-tensor ternary absmax quantizer (ablation of the absmean scale).
+    """Per-tensor ternary absmax quantizer, for comparison only (no FTerViT layer uses it).
 
-    ``s = 1 / max(max|w|, eps)``; ``q = clamp(round(w * s), -1, 1)``: only weights of at
-    least half the largest magnitude become +-1.
+    ``s = 1 / max(max|w|, eps)``; ``q = clamp(round(w * s), -1, 1)``: every weight under half the
+    largest one rounds to 0, so heavy-tailed weights end up mostly zero.
     """
     scale = 1.0 / w.abs().amax().clamp(min=EPS)
     return (w * scale).round().clamp(-1, 1), scale
 
 
 def ternary_absmax_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`ternary_absmax` per output channel (dim 0); the scale keeps ``w``'s rank."""
+    """:func:`ternary_absmax` per output channel (dim 0), the scale shaped like
+    :func:`ternary_absmean_per_channel`'s."""
     dims = tuple(range(1, w.dim()))
     scale = 1.0 / w.abs().amax(dim=dims, keepdim=True).clamp(min=EPS)
     return (w * scale).round().clamp(-1, 1), scale
