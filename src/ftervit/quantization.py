@@ -42,7 +42,7 @@ def ternary_absmean_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 
 def ternary_absmax(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-tensor ternary absmax quantizer, for comparison only (no FTerViT layer uses it).
+    """Per-tensor ternary absmax quantizer: the ablation of the absmean scale (`--weight-scale absmax`).
 
     ``s = 1 / max(max|w|, eps)``; ``q = clamp(round(w * s), -1, 1)``: every weight under half the
     largest one rounds to 0, so heavy-tailed weights end up mostly zero.

@@ -206,8 +206,9 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv) -> dict[str, Any]:
     raw = model
     if env.world_size > 1:
         model = DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
-    if cfg.compile:
+    if cfg.compile:  # the frozen teacher too: its forward pass is a third of a distillation step
         model = torch.compile(model)
+        teacher = torch.compile(teacher) if teacher is not None else None
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, out / "config.yaml")
