@@ -161,15 +161,15 @@ def study_main(name: str, doc: str, run: Callable[[argparse.Namespace, Study], d
     parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where the results go")
     parser.add_argument("--teacher", help="reuse this FP32 teacher checkpoint instead of training one")
     parser.add_argument("--data-dir", help="Fashion-MNIST IDX files (default: the Debian package's)")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: the recipe's)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help=f"torch CPU threads of each run [default: 1; {PARALLEL} runs go side by side]")
     parser.add_argument("--max-minutes", type=float, help="start no new run after this many minutes (rerun to continue)")
     parser.add_argument("--smoke", action="store_true", help="digits, a few epochs: checks the script in under 2 minutes")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     args.mode = modes["smoke" if args.smoke else "fashion-mnist"]
     args.common = dict(args.mode["common"], data_dir=args.data_dir)
-    if args.threads:
-        args.common["threads"] = args.threads
+    args.common["threads"] = args.threads
     started = datetime.now(timezone.utc).isoformat(timespec="seconds")
     study = Study(args.out, args.max_minutes, args.quiet)
     try:
