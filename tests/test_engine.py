@@ -60,7 +60,7 @@ def test_engine_matches_pytorch(tmp_path, fmt, name, kwargs):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,classes", [("deit_tiny_patch16_224", 10), ("deit3_small_patch16_224", 100)])
-def test_engine_full_depth_random_models(tmp_path, name, classes):
+def test_engine_full_depth_random_models(tmp_path, monkeypatch, name, classes):
     """Twelve random blocks amplify rounding differences: an int8 code on a tie flips, and
     the flip changes later codes. PyTorch itself moves by 1-4% between FP32 and FP64 on these
     models (docs/engine.md), so the bound here is that noise floor, and top-1 must agree."""
@@ -72,8 +72,10 @@ def test_engine_full_depth_random_models(tmp_path, name, classes):
     assert rel.max() < 0.06, rel
     assert same_top1.all()
     if name.startswith("deit3"):
-        assert engine.arena_bytes <= 1_000_000  # working memory beyond the weights
-        assert Engine(path, threads=2).arena_bytes <= 1_000_000
+        # working memory beyond the weights: under 1 MB in the microcontroller layout (the
+        # scalar kernels); the x86 sets trade some memory for speed (docs/engine.md)
+        monkeypatch.setenv("FTV_KERNELS", "scalar")
+        assert Engine(path).arena_bytes <= 1_000_000 and Engine(path, threads=2).arena_bytes <= 1_000_000
 
 
 @pytest.mark.parametrize("fmt", ["tq2", "tq1"])
@@ -89,17 +91,20 @@ def test_threads_and_kernels_give_identical_logits(tmp_path, monkeypatch, fmt):
     one, two = Engine(path), Engine(path, threads=2)
     monkeypatch.setenv("FTV_KERNELS", "avx2")  # the AVX2 set on CPUs that would take AVX-512
     avx2 = Engine(path, threads=2)
+    monkeypatch.setenv("FTV_KERNELS", "lut")  # the microcontrollers' table-lookup GEMM
+    lut = Engine(path)
     monkeypatch.delenv("FTV_KERNELS")
     monkeypatch.setenv("FTV_FORCE_SCALAR", "1")
     scalar, scalar_two = Engine(path), Engine(path, threads=2)
-    assert scalar.kernels == "scalar" and scalar.repacked_bytes == 0
+    assert scalar.kernels == "scalar" and scalar.repacked_bytes == 0 and lut.kernels == "lut"
     assert one.kernels in ("avx512", "avx2", "scalar") and avx2.kernels in ("avx2", "scalar")
     assert two.threads == 2
     want = one.forward(x)
-    for other in (two, avx2, scalar, scalar_two):
+    for other in (two, avx2, lut, scalar, scalar_two):
         np.testing.assert_array_equal(other.forward(x), want)
-    # a second thread adds its scratch and a head's keys and values; DeiT-III-S stays < 1 MB
-    assert one.arena_bytes < two.arena_bytes <= 1_000_000
+    # a second thread adds its scratch and a head's keys and values; DeiT-III-S stays < 1 MB in
+    # the microcontroller layout (scalar kernels)
+    assert one.arena_bytes < two.arena_bytes and scalar.arena_bytes < scalar_two.arena_bytes <= 1_000_000
 
 
 def test_threads_argument(tmp_path):

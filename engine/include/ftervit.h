@@ -86,6 +86,13 @@ ftv_status ftv_model_forward(ftv_model *m, const float *image, float *logits);
 
 const char *ftv_status_string(ftv_status s);
 
+/* Time of the forward passes since the last call, by phase, summed over the threads, in
+ * seconds: fills seconds[0 .. n) and returns the number of phases in a build compiled with
+ * -DFTV_PROFILE, returns 0 (and fills nothing) in any other build. ftv_profile_phase_name(i)
+ * names phase i ("embed", "norm_quant", "gemm", "attention", "gelu", "wait", "other"). */
+int ftv_model_profile(ftv_model *m, double *seconds, int n);
+const char *ftv_profile_phase_name(int phase);
+
 #ifdef __cplusplus
 }
 #endif

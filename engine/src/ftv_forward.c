@@ -17,12 +17,17 @@
  * (not one per GEMM) keep threads from waiting on each other when the machine is busy with
  * other work. Every value is computed by the same operations whichever thread computes it,
  * so the logits do not depend on the number of threads (tests/test_engine.py checks it). */
+#ifdef FTV_PROFILE
+#define _POSIX_C_SOURCE 199309L /* clock_gettime */
+#include <time.h>
+#endif
 #include <math.h>
 #include <string.h>
 
 #include "ftv_model.h"
 
 #define MLP_TILE_MIN 16 /* tokens per MLP tile at least; more when the attention phase's room allows */
+#define MLP_TILE_WIDE 64 /* tokens per MLP tile of the wide (x86) kernel sets */
 #define ROW_ALIGN 16    /* GEMM row ranges split among threads start at multiples of this (AVX2 panel) */
 
 static size_t carve(size_t *off, size_t bytes) {
@@ -45,6 +50,9 @@ size_t ftv_state_layout(ftv_model *m, void *arena) {
     CARVE(s->x, T * D * 4);
     CARVE(s->xq, T * D);
     CARVE(s->xs, T * 4);
+    const int wide = m->kernels->wide;
+    if (wide) CARVE(s->xsum, T * 4); /* the SIMD GEMMs' activation sums; the scalar ones need none */
+    else if (a) s->xsum = NULL;
     for (size_t i = 0; i < n; i++) {
         CARVE(m->ts[i].row, (D > H ? D : H) * 4);
         CARVE(m->ts[i].gemm, m->kernels->gemm_scratch((int)K, (int)T));
@@ -58,15 +66,17 @@ size_t ftv_state_layout(ftv_model *m, void *arena) {
     }
     end = off;
     /* MLP: each thread's tile as large as its share of the attention phase's room allows
-     * (hid, hq, hs and their alignment padding) */
+     * (hid, hq, hs and their alignment padding), or MLP_TILE_WIDE tokens with the wide sets */
     const size_t room = (off - phase) / n;
-    size_t tile = room > 192 ? (room - 192) / (H * 5 + 4) : 0;
+    size_t tile = wide ? MLP_TILE_WIDE : room > 192 ? (room - 192) / (H * 5 + 4) : 0;
     m->mlp_tile = (int)(tile < MLP_TILE_MIN ? MLP_TILE_MIN : tile > T ? T : tile);
     off = phase;
     for (size_t i = 0; i < n; i++) {
         CARVE(m->ts[i].hid, (size_t)m->mlp_tile * H * 4);
         CARVE(m->ts[i].hq, (size_t)m->mlp_tile * H);
         CARVE(m->ts[i].hs, (size_t)m->mlp_tile * 4);
+        if (wide) CARVE(m->ts[i].hsum, (size_t)m->mlp_tile * 4);
+        else if (a) m->ts[i].hsum = NULL;
     }
     if (off > end) end = off;
     off = phase; /* patch embedding */
@@ -75,6 +85,16 @@ size_t ftv_state_layout(ftv_model *m, void *arena) {
     if (off > end) end = off;
 #undef CARVE
     return end;
+}
+
+/* p + i, or NULL for a NULL p (the scalar kernels' absent activation sums). */
+static int32_t *at(int32_t *p, int i) { return p ? p + i : NULL; }
+
+/* Every thread waits here for the others (timed as FTV_PHASE_WAIT in a profiling build). */
+static void barrier(ftv_model *m, ftv_thread_state *ts) {
+    (void)ts;
+    FTV_PHASE(&ts->prof, FTV_PHASE_WAIT);
+    ftv_pool_barrier(m->pool);
 }
 
 /* [*lo, *hi): thread i's part of [0, count) among n, cut at multiples of `align`. */
@@ -139,9 +159,10 @@ static void project_head(ftv_model *m, const ftv_block *b, int h, int r0, int r1
     ftv_state *s = &m->s;
     const int q = h * hd + r0, kk = D + q, v = 2 * D + q, nr = r1 - r0;
     if (nr <= 0) return;
-    k->tgemm(&b->qkv, q, q + nr, s->xq, s->xs, T, s->o + q, D, 1, ts->gemm, 0, NULL); /* into o's columns */
-    k->tgemm(&b->qkv, kk, kk + nr, s->xq, s->xs, T, kt + (size_t)r0 * m->ldk, 1, m->ldk, ts->gemm, 0, NULL);
-    k->tgemm(&b->qkv, v, v + nr, s->xq, s->xs, T, vh + r0, hd, 1, ts->gemm, 0, NULL);
+    FTV_PHASE(&ts->prof, FTV_PHASE_GEMM);
+    k->tgemm(&b->qkv, q, q + nr, s->xq, s->xs, s->xsum, T, s->o + q, D, 1, ts->gemm, 0, NULL); /* into o's columns */
+    k->tgemm(&b->qkv, kk, kk + nr, s->xq, s->xs, s->xsum, T, kt + (size_t)r0 * m->ldk, 1, m->ldk, ts->gemm, 0, NULL);
+    k->tgemm(&b->qkv, v, v + nr, s->xq, s->xs, s->xsum, T, vh + r0, hd, 1, ts->gemm, 0, NULL);
 }
 
 /* Queries [q0, q1) of head h: each query's output replaces it in o. */
@@ -149,6 +170,7 @@ static void attend_head(ftv_model *m, int h, int q0, int q1, const float *kt, co
                         ftv_thread_state *ts) {
     const int D = m->cfg.embed_dim, T = m->cfg.num_tokens, hd = m->head_dim;
     float *qo = m->s.o + (size_t)q0 * D + h * hd;
+    FTV_PHASE(&ts->prof, FTV_PHASE_ATTENTION);
     if (q1 > q0)
         m->kernels->attend(qo, D, kt, m->ldk, vh, hd, T, hd, 1.0f / sqrtf((float)hd), qo, D, q1 - q0, ts->attend);
 }
@@ -159,11 +181,12 @@ static void attention(ftv_model *m, const ftv_block *b, int i, int n, int t0, in
     const ftv_kernels *k = m->kernels;
     ftv_state *s = &m->s;
     ftv_thread_state *ts = &m->ts[i];
+    FTV_PHASE(&ts->prof, FTV_PHASE_NORM);
     for (int t = t0; t < t1; t++) {
         k->layernorm(s->x + (size_t)t * D, &b->norm1_g, &b->norm1_b, m->ln_eps, D, ts->row);
-        s->xs[t] = k->rmsnorm_quant(ts->row, &b->qkv_rms, m->rms_eps, m->quant_eps, D, s->xq + (size_t)t * D);
+        s->xs[t] = k->rmsnorm_quant(ts->row, &b->qkv_rms, m->rms_eps, m->quant_eps, D, s->xq + (size_t)t * D, at(s->xsum, t));
     }
-    ftv_pool_barrier(m->pool); /* the qkv input of every token is ready */
+    barrier(m, ts); /* the qkv input of every token is ready */
     const int whole = heads / n * n; /* heads taken whole, one thread each */
     for (int h = i; h < whole; h += n) {
         project_head(m, b, h, 0, hd, ts->kt, ts->vh, ts);
@@ -174,18 +197,20 @@ static void attention(ftv_model *m, const ftv_block *b, int i, int n, int t0, in
         int r0, r1, q0, q1;
         split(hd, ROW_ALIGN, i, n, &r0, &r1);
         split(T, 1, i, n, &q0, &q1);
-        ftv_pool_barrier(m->pool); /* thread 0's keys and values are free */
+        barrier(m, ts); /* thread 0's keys and values are free */
         project_head(m, b, h, r0, r1, kt, vh, ts);
-        ftv_pool_barrier(m->pool);
+        barrier(m, ts);
         attend_head(m, h, q0, q1, kt, vh, ts);
     }
-    ftv_pool_barrier(m->pool); /* every head's output is in o */
+    barrier(m, ts); /* every head's output is in o */
+    FTV_PHASE(&ts->prof, FTV_PHASE_NORM);
     for (int t = t0; t < t1; t++)
         s->xs[t] = k->rmsnorm_quant(s->o + (size_t)t * D, &b->proj_rms, m->rms_eps, m->quant_eps, D,
-                                    s->xq + (size_t)t * D);
-    ftv_pool_barrier(m->pool); /* o is read: the MLP tiles may overwrite it */
+                                    s->xq + (size_t)t * D, at(s->xsum, t));
+    barrier(m, ts); /* o is read: the MLP tiles may overwrite it */
+    FTV_PHASE(&ts->prof, FTV_PHASE_GEMM);
     if (t1 > t0)
-        k->tgemm(&b->proj, 0, D, s->xq + (size_t)t0 * D, s->xs + t0, t1 - t0, s->x + (size_t)t0 * D, D, 1, ts->gemm,
+        k->tgemm(&b->proj, 0, D, s->xq + (size_t)t0 * D, s->xs + t0, at(s->xsum, t0), t1 - t0, s->x + (size_t)t0 * D, D, 1, ts->gemm,
                  1, &b->ls1);
 }
 
@@ -199,17 +224,23 @@ static void mlp(ftv_model *m, const ftv_block *b, int i, int t0, int t1) {
     const int tiles = (count + m->mlp_tile - 1) / m->mlp_tile, tile = (count + tiles - 1) / tiles;
     for (int a = t0; a < t1; a += tile) {
         const int nt = t1 - a < tile ? t1 - a : tile;
+        FTV_PHASE(&ts->prof, FTV_PHASE_NORM);
         for (int r = 0; r < nt; r++) {
             k->layernorm(s->x + (size_t)(a + r) * D, &b->norm2_g, &b->norm2_b, m->ln_eps, D, ts->row);
-            s->xs[a + r] = k->rmsnorm_quant(ts->row, &b->fc1_rms, m->rms_eps, m->quant_eps, D, s->xq + (size_t)(a + r) * D);
+            s->xs[a + r] = k->rmsnorm_quant(ts->row, &b->fc1_rms, m->rms_eps, m->quant_eps, D, s->xq + (size_t)(a + r) * D,
+                                            at(s->xsum, a + r));
         }
-        k->tgemm(&b->fc1, 0, H, s->xq + (size_t)a * D, s->xs + a, nt, ts->hid, H, 1, ts->gemm, 0, NULL);
+        FTV_PHASE(&ts->prof, FTV_PHASE_GEMM);
+        k->tgemm(&b->fc1, 0, H, s->xq + (size_t)a * D, s->xs + a, at(s->xsum, a), nt, ts->hid, H, 1, ts->gemm, 0, NULL);
+        FTV_PHASE(&ts->prof, FTV_PHASE_GELU);
+        k->gelu(ts->hid, nt * H);
+        FTV_PHASE(&ts->prof, FTV_PHASE_NORM);
         for (int r = 0; r < nt; r++) {
-            k->gelu(ts->hid + (size_t)r * H, H);
             ts->hs[r] = k->rmsnorm_quant(ts->hid + (size_t)r * H, &b->fc2_rms, m->rms_eps, m->quant_eps, H,
-                                         ts->hq + (size_t)r * H);
+                                         ts->hq + (size_t)r * H, at(ts->hsum, r));
         }
-        k->tgemm(&b->fc2, 0, D, ts->hq, ts->hs, nt, s->x + (size_t)a * D, D, 1, ts->gemm, 1, &b->ls2);
+        FTV_PHASE(&ts->prof, FTV_PHASE_GEMM);
+        k->tgemm(&b->fc2, 0, D, ts->hq, ts->hs, ts->hsum, nt, s->x + (size_t)a * D, D, 1, ts->gemm, 1, &b->ls2);
     }
 }
 
@@ -243,8 +274,8 @@ static void head(ftv_model *m, float *logits) {
         k->layernorm(pooled, &m->w.fcn_g, &m->w.fcn_b, m->ln_eps, D, row);
         memcpy(pooled, row, (size_t)D * sizeof(float));
     }
-    s->xs[0] = k->rmsnorm_quant(pooled, &m->w.head_rms, m->rms_eps, m->quant_eps, D, s->xq);
-    k->tgemm(&m->w.head, 0, c->num_classes, s->xq, s->xs, 1, logits, c->num_classes, 1, m->ts[0].gemm, 0, NULL);
+    s->xs[0] = k->rmsnorm_quant(pooled, &m->w.head_rms, m->rms_eps, m->quant_eps, D, s->xq, s->xsum);
+    k->tgemm(&m->w.head, 0, c->num_classes, s->xq, s->xs, s->xsum, 1, logits, c->num_classes, 1, m->ts[0].gemm, 0, NULL);
 }
 
 typedef struct {
@@ -258,15 +289,52 @@ static void forward_worker(void *ctx, int i, int n) {
     ftv_model *m = job->m;
     int t0, t1;
     split(m->cfg.num_tokens, 1, i, n, &t0, &t1); /* this thread's tokens */
+    ftv_thread_state *ts = &m->ts[i];
+    FTV_PHASE(&ts->prof, FTV_PHASE_EMBED);
     image_scales(m, job->image, i, n);
-    ftv_pool_barrier(m->pool);
-    embed(m, job->image, t0, t1, &m->ts[i]);
+    barrier(m, ts);
+    FTV_PHASE(&ts->prof, FTV_PHASE_EMBED);
+    embed(m, job->image, t0, t1, ts);
     for (int l = 0; l < m->cfg.depth; l++) {
         attention(m, &m->w.blocks[l], i, n, t0, t1);
         mlp(m, &m->w.blocks[l], i, t0, t1);
     }
-    ftv_pool_barrier(m->pool); /* every token's row of x is final */
+    barrier(m, ts); /* every token's row of x is final */
+    FTV_PHASE(&ts->prof, FTV_PHASE_OTHER);
     if (i == 0) head(m, job->logits);
+    FTV_PHASE(&ts->prof, FTV_PHASES); /* stop the clock */
+}
+
+#ifdef FTV_PROFILE
+void ftv_profile_switch(ftv_profile *p, int phase) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    const uint64_t ns = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+    if (p->last) p->ns[p->phase] += ns - p->last; /* last = 0: the clock was stopped */
+    p->phase = phase;
+    p->last = phase < FTV_PHASES ? ns : 0;
+}
+#endif
+
+int ftv_model_profile(ftv_model *m, double *seconds, int n) {
+#ifdef FTV_PROFILE
+    for (int p = 0; p < n && p < FTV_PHASES; p++) {
+        seconds[p] = 0.0;
+        for (int i = 0; i < m->threads; i++) {
+            seconds[p] += (double)m->ts[i].prof.ns[p] * 1e-9;
+            m->ts[i].prof.ns[p] = 0;
+        }
+    }
+    return FTV_PHASES;
+#else
+    (void)m, (void)seconds, (void)n;
+    return 0;
+#endif
+}
+
+const char *ftv_profile_phase_name(int phase) {
+    static const char *const names[FTV_PHASES] = {"embed", "norm_quant", "gemm", "attention", "gelu", "wait", "other"};
+    return phase >= 0 && phase < FTV_PHASES ? names[phase] : NULL;
 }
 
 ftv_status ftv_model_forward(ftv_model *m, const float *image, float *logits) {

@@ -1,5 +1,5 @@
 /* exp and erf for the engine's softmax and GELU, written out so that the scalar kernels and
- * the SIMD kernels (ftv_kernels_avx2.c) run the very same float operations in the same order
+ * the SIMD kernels (ftv_kernels_x86.h) run the very same float operations in the same order
  * and agree to the bit. libm's expf/erff cannot be vectorized to match, and any difference
  * feeding an int8 quantizer can flip a code (docs/engine.md).
  *
@@ -34,11 +34,14 @@
 
 /* Float reductions (sums of squares, softmax denominators, LayerNorm statistics) accumulate
  * element j into partial sum j % FTV_LANES, then combine the partial sums pairwise: the order
- * of one 8-float AVX2 register, which the scalar code follows so that both agree to the bit. */
-#define FTV_LANES 8
+ * of one 16-float AVX-512 register (two AVX2 registers), which the scalar code follows so that
+ * all kernel sets agree to the bit. */
+#define FTV_LANES 16
 
-static inline float ftv_lanes_sum(const float part[FTV_LANES]) {
-    return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+static inline float ftv_lanes_sum(const float p[FTV_LANES]) {
+    const float lo = ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+    const float hi = ((p[8] + p[9]) + (p[10] + p[11])) + ((p[12] + p[13]) + (p[14] + p[15]));
+    return lo + hi;
 }
 
 static inline float ftv_expf(float x) {

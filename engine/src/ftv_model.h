@@ -5,6 +5,7 @@
 
 #include "ftervit.h"
 #include "ftv_kernels.h"
+#include "ftv_profile.h"
 #include "ftv_threads.h"
 
 typedef struct {
@@ -40,6 +41,7 @@ typedef struct {
     float *x;      /* (tokens, dim) residual stream */
     int8_t *xq;    /* (tokens, dim) int8 input of a BitLinear */
     float *xs;     /* (tokens) its per-token scales */
+    int32_t *xsum; /* (tokens) the sums of each token's codes */
     float *o;      /* (tokens, dim) attention output, the queries of each head before that */
     int8_t *img_q; /* (patches, in_chans * patch_h * patch_w) patch-embedding phase */
     float *img_s;  /* (in_chans) */
@@ -56,6 +58,10 @@ typedef struct {
     float *hid;    /* (mlp_tile, hidden) */
     int8_t *hq;    /* (mlp_tile, hidden) */
     float *hs;     /* (mlp_tile) */
+    int32_t *hsum; /* (mlp_tile) */
+#ifdef FTV_PROFILE
+    ftv_profile prof; /* time by phase */
+#endif
 } ftv_thread_state;
 
 struct ftv_model {

@@ -1,7 +1,7 @@
 /* Unit tests of the kernels (run under ASan/UBSan by `make test`): the scalar kernels
- * against naive re-computations, the AVX2 kernels (when the CPU has AVX2) against the scalar
- * ones, bit for bit, on random and worst-case inputs, exp/erf/GELU against double precision,
- * and the thread pool. File-level tests (exported models, damaged files, threads=2 and
+ * against naive re-computations, every other kernel set this CPU runs (lut, AVX2, AVX-512)
+ * against the scalar one, bit for bit, on random and worst-case inputs, exp/erf/GELU against
+ * double precision, and the thread pool. File-level tests (exported models, damaged files, threads=2 and
  * FTV_FORCE_SCALAR on whole models) are in tests/test_engine.py. */
 #include <math.h>
 #include <stdio.h>
@@ -47,7 +47,7 @@ static void test_decode_and_gemm(uint32_t kind, int rows, int k, int tokens, int
         ftv_tmat_decode_row(&m, r, row);
         CHECK(memcmp(row, q + (size_t)r * k, (size_t)k) == 0, "decode kind %u row %d", kind, r);
     }
-    ftv_tgemm(&m, 0, rows, xq, xs, tokens, y, rows, row, 0, NULL);
+    ftv_tgemm_strided(&m, 0, rows, xq, xs, NULL, tokens, y, rows, 1, row, 0, NULL);
     for (int t = 0; t < tokens; t++)
         for (int r = 0; r < rows; r++) {
             long acc = 0;
@@ -72,13 +72,15 @@ static void test_rmsnorm_quant(void) {
     float g[4] = {1.0f, 1.0f, 1.0f, 1.0f};
     ftv_fvec gv = {(const uint8_t *)g, 0, 4};
     int8_t q[4];
-    float s = ftv_rmsnorm_quant(x, &gv, 1e-5f, 1e-5f, 4, q);
+    int32_t sum = 0;
+    float s = ftv_rmsnorm_quant(x, &gv, 1e-5f, 1e-5f, 4, q, &sum);
     /* the largest |h| maps to 127: s = 127 / (4 r) with r = 1 / rms */
     float r = 1.0f / sqrtf((1.0f + 4.84f + 0.25f + 16.0f) / 4.0f + 1e-5f);
     CHECK(fabsf(s - 127.0f / (4.0f * r)) < 1e-4f, "scale %g", s);
     CHECK(q[3] == 127 && q[1] == -70 && q[0] == 32 && q[2] == 16, "codes %d %d %d %d", q[0], q[1], q[2], q[3]);
+    CHECK(sum == 127 - 70 + 32 + 16, "sum of codes %d", sum);
     float zeros[4] = {0};
-    s = ftv_rmsnorm_quant(zeros, &gv, 1e-5f, 1e-5f, 4, q);
+    s = ftv_rmsnorm_quant(zeros, &gv, 1e-5f, 1e-5f, 4, q, NULL);
     CHECK(q[0] == 0 && q[3] == 0 && isfinite(s), "all-zero row");
 }
 
@@ -92,9 +94,9 @@ static void test_softmax_gelu(void) {
     CHECK(fabsf(g[0] - (-0.158655254f)) < 1e-6f && g[1] == 0.0f && fabsf(g[2] - 1.954499736f) < 1e-6f, "gelu");
 }
 
-/* ---- AVX2 against scalar, bit for bit ------------------------------------------------ */
+/* ---- every other set against scalar, bit for bit -------------------------------------- */
 
-static const ftv_kernels *simd; /* NULL when this CPU or build has no SIMD kernels */
+static const ftv_kernels *simd; /* the set under test */
 
 static float frand(float lo, float hi) { return lo + (hi - lo) * (float)rnd(1 << 20) / (float)(1 << 20); }
 
@@ -145,7 +147,11 @@ static void check_tgemm(uint32_t kind, int rows, int k, int tokens, int o0, int 
     int8_t *xq = malloc((size_t)tokens * k);
     fill_acts(xq, (size_t)tokens * k, acts);
     float *xs = malloc(sizeof(float) * tokens);
-    for (int t = 0; t < tokens; t++) xs[t] = frand(0.1f, 3.0f);
+    int32_t *xsum = calloc((size_t)tokens, sizeof(int32_t)); /* what the quantizer gives the GEMM */
+    for (int t = 0; t < tokens; t++) {
+        xs[t] = frand(0.1f, 3.0f);
+        for (int j = 0; j < k; j++) xsum[t] += xq[(size_t)t * k + j];
+    }
     const int n = o1 - o0, ldt = transposed ? 1 : n + 3, ldo = transposed ? tokens + 2 : 1;
     const size_t ylen = transposed ? (size_t)n * ldo : (size_t)tokens * ldt;
     float *y0 = malloc(sizeof(float) * ylen), *y1 = malloc(sizeof(float) * ylen);
@@ -157,10 +163,10 @@ static void check_tgemm(uint32_t kind, int rows, int k, int tokens, int o0, int 
     gamma.is_f16 = gamma.data == (const uint8_t *)g16;
     size_t sb = simd->gemm_scratch(k, tokens) > (size_t)k ? simd->gemm_scratch(k, tokens) : (size_t)k;
     void *scratch = malloc(sb);
-    ftv_kernels_scalar.tgemm(&f.file, o0, o1, xq, xs, tokens, y0, ldt, ldo, scratch, accumulate, &gamma);
-    simd->tgemm(&f.fast, o0, o1, xq, xs, tokens, y1, ldt, ldo, scratch, accumulate, &gamma);
-    CHECK(memcmp(y0, y1, sizeof(float) * ylen) == 0, "tgemm kind %u rows %d k %d tokens %d [%d, %d) t%d a%d w%d x%d",
-          kind, rows, k, tokens, o0, o1, transposed, accumulate, weights, acts);
+    ftv_kernels_scalar.tgemm(&f.file, o0, o1, xq, xs, NULL, tokens, y0, ldt, ldo, scratch, accumulate, &gamma);
+    simd->tgemm(&f.fast, o0, o1, xq, xs, xsum, tokens, y1, ldt, ldo, scratch, accumulate, &gamma);
+    CHECK(memcmp(y0, y1, sizeof(float) * ylen) == 0, "%s tgemm kind %u rows %d k %d tokens %d [%d, %d) t%d a%d w%d x%d",
+          simd->name, kind, rows, k, tokens, o0, o1, transposed, accumulate, weights, acts);
     if (!accumulate) /* and both equal the exact integer sum */
         for (int t = 0; t < tokens; t++)
             for (int o = o0; o < o1; o++) {
@@ -174,7 +180,7 @@ static void check_tgemm(uint32_t kind, int rows, int k, int tokens, int o0, int 
                 }
             }
     fixture_free(&f);
-    free(xq), free(xs), free(y0), free(y1), free(scratch);
+    free(xq), free(xs), free(xsum), free(y0), free(y1), free(scratch);
 }
 
 static void test_simd_tgemm(void) {
@@ -241,9 +247,12 @@ static void test_simd_rmsnorm_quant(void) {
                 g32[j] = ftv_f16_to_f32(g16[j] = (uint16_t)(0x3400 + rnd(0x800)));
             }
             ftv_fvec g = {f16 ? (const uint8_t *)g16 : (const uint8_t *)g32, f16, k};
-            float s0 = ftv_kernels_scalar.rmsnorm_quant(x, &g, 1e-5f, 1e-5f, k, q0);
-            float s1 = simd->rmsnorm_quant(x, &g, 1e-5f, 1e-5f, k, q1);
-            CHECK(s0 == s1 && memcmp(q0, q1, (size_t)k) == 0, "rmsnorm_quant k %d f16 %d", k, f16);
+            int32_t sum0 = 0, sum1 = 1, want = 0;
+            float s0 = ftv_kernels_scalar.rmsnorm_quant(x, &g, 1e-5f, 1e-5f, k, q0, &sum0);
+            float s1 = simd->rmsnorm_quant(x, &g, 1e-5f, 1e-5f, k, q1, &sum1);
+            for (int j = 0; j < k; j++) want += q0[j];
+            CHECK(s0 == s1 && memcmp(q0, q1, (size_t)k) == 0, "%s rmsnorm_quant k %d f16 %d", simd->name, k, f16);
+            CHECK(sum0 == want && sum1 == want, "%s rmsnorm_quant sums k %d: %d %d, want %d", simd->name, k, sum0, sum1, want);
             free(x), free(g32), free(g16), free(q0), free(q1);
         }
 }
@@ -385,17 +394,12 @@ int main(void) {
     }
     RUN(test_exp_erf_accuracy());
     RUN(test_pool());
-    /* every SIMD kernel set this CPU runs */
-    const char *tested = "none";
-    const ftv_kernels *sets[2] = {NULL, NULL};
-    const char *labels[2] = {"avx2", "avx2 avx512"};
-#if defined(__x86_64__) || defined(__i386__)
-    sets[0] = ftv_kernels_avx2();
-    sets[1] = ftv_kernels_avx512();
-#endif
-    for (int i = 0; i < 2; i++) {
-        if (!(simd = sets[i])) continue;
-        tested = labels[i];
+    /* every other kernel set this CPU runs, against the scalar one */
+    const char *names[] = {"lut", "avx2", "avx512"};
+    char tested[64] = "";
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (!(simd = ftv_kernels_by_name(names[i]))) continue;
+        strcat(strcat(tested, " "), names[i]);
         RUN(test_simd_tgemm());
         RUN(test_simd_patch_gemm());
         RUN(test_simd_rmsnorm_quant());
@@ -403,7 +407,7 @@ int main(void) {
         RUN(test_simd_gelu());
         RUN(test_simd_attend());
     }
-    if (!sets[0]) printf("no SIMD kernels on this CPU: only the scalar kernels were tested\n");
-    printf("%d passed, %d failed (SIMD kernels: %s)\n", tests_passed, tests_failed, tested);
+    CHECK(ftv_kernels_by_name("nonesuch") == NULL && ftv_kernels_by_name("scalar") == &ftv_kernels_scalar, "by name");
+    printf("%d passed, %d failed (kernel sets against scalar:%s)\n", tests_passed, tests_failed, tested);
     return tests_failed != 0;
 }

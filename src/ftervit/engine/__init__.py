@@ -29,13 +29,12 @@ class _Config(ctypes.Structure):  # mirrors ftv_config in engine/include/ftervit
         ("mean", ctypes.c_float * 4), ("std", ctypes.c_float * 4)]
 
 
-_lib = None
+_libs: dict[bool, ctypes.CDLL] = {}
 
 
-def _load_library() -> ctypes.CDLL:
-    global _lib
-    if _lib is None:
-        lib = ctypes.CDLL(str(library_path()))
+def _load_library(profile: bool = False) -> ctypes.CDLL:
+    if profile not in _libs:
+        lib = ctypes.CDLL(str(library_path(profile)))
         p, c_size = ctypes.c_void_p, ctypes.c_size_t
         lib.ftv_model_load_file.argtypes = [ctypes.c_char_p, ctypes.POINTER(p), ctypes.c_char_p, c_size]
         lib.ftv_model_load_file.restype = ctypes.c_int
@@ -54,8 +53,12 @@ def _load_library() -> ctypes.CDLL:
         lib.ftv_model_class_name.restype = ctypes.c_char_p
         lib.ftv_model_forward.argtypes = [p, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_float)]
         lib.ftv_model_forward.restype = ctypes.c_int
-        _lib = lib
-    return _lib
+        lib.ftv_model_profile.argtypes = [p, ctypes.POINTER(ctypes.c_double), ctypes.c_int]
+        lib.ftv_model_profile.restype = ctypes.c_int
+        lib.ftv_profile_phase_name.argtypes = [ctypes.c_int]
+        lib.ftv_profile_phase_name.restype = ctypes.c_char_p
+        _libs[profile] = lib
+    return _libs[profile]
 
 
 class Engine:
@@ -64,6 +67,8 @@ class Engine:
     Args:
         path: the .ftv file (validated completely: magic, version, bounds, checksum, codes).
         threads: threads of the forward pass (a fixed pool; the logits do not depend on it).
+        profile: load the engine built with ``-DFTV_PROFILE``, which times the phases of its
+            forward pass (:meth:`profile`); same logits, slightly slower.
 
     The kernels are chosen at load: AVX-512 (VNNI) or AVX2 on x86 CPUs that have them, else
     the portable scalar code; the environment variable ``FTV_KERNELS=avx2`` or
@@ -75,11 +80,11 @@ class Engine:
         EngineBuildError: the engine could not be compiled.
     """
 
-    def __init__(self, path: str | Path, threads: int = 1) -> None:
+    def __init__(self, path: str | Path, threads: int = 1, profile: bool = False) -> None:
         if not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads={threads!r}: expected a positive integer")
         self.threads = threads
-        self._lib = _load_library()
+        self._lib = _load_library(profile)
         self._model = ctypes.c_void_p()
         err = ctypes.create_string_buffer(512)
         status = self._lib.ftv_model_load_file(str(path).encode(), ctypes.byref(self._model), err, len(err))
@@ -113,6 +118,20 @@ class Engine:
     def kernels(self) -> str:
         """The kernels chosen at load: ``"avx512"``, ``"avx2"`` or ``"scalar"``."""
         return self._lib.ftv_model_kernels(self._require()).decode()
+
+    def profile(self) -> dict[str, float]:
+        """Seconds of the forward passes since the last call, by phase (``embed``,
+        ``norm_quant``, ``gemm``, ``attention``, ``gelu``, ``wait``, ``other``), summed over the
+        threads; then starts counting afresh.
+
+        Raises:
+            EngineError: the engine was not loaded with ``profile=True``.
+        """
+        seconds = (ctypes.c_double * 16)()
+        n = self._lib.ftv_model_profile(self._require(), seconds, len(seconds))
+        if n == 0:
+            raise EngineError("this engine does not time its phases: load it with Engine(path, profile=True)")
+        return {self._lib.ftv_profile_phase_name(i).decode(): seconds[i] for i in range(n)}
 
     def _require(self) -> ctypes.c_void_p:
         if self._model is None:

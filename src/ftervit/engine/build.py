@@ -16,7 +16,8 @@ from ftervit.errors import FtervitError
 
 # Same flags as engine/Makefile's library; -ffp-contract=off keeps PyTorch's float rounding.
 CFLAGS = ("-std=c11", "-O2", "-ffp-contract=off", "-fPIC", "-shared", "-pthread")
-LIB_SOURCES = ("ftv_kernels.c", "ftv_kernels_avx2.c", "ftv_threads.c", "ftv_model.c", "ftv_forward.c")
+LIB_SOURCES = ("ftv_kernels.c", "ftv_kernels_scalar.c", "ftv_kernels_lut.c", "ftv_kernels_avx2.c", "ftv_kernels_avx512.c",
+               "ftv_threads.c", "ftv_model.c", "ftv_forward.c")
 
 
 class EngineBuildError(FtervitError):
@@ -34,15 +35,21 @@ def engine_dir() -> Path:
     return path
 
 
-def library_path() -> Path:
-    """Path of the compiled engine library, building it first when needed."""
+def library_path(profile: bool = False) -> Path:
+    """Path of the compiled engine library, building it first when needed.
+
+    Args:
+        profile: the build with ``-DFTV_PROFILE``, whose forward pass times its phases
+            (``ftv_model_profile``); the default build carries no timing code.
+    """
     src = engine_dir()
+    flags = (*CFLAGS, "-DFTV_PROFILE") if profile else CFLAGS
     files = [src / "src" / f for f in LIB_SOURCES] + sorted((src / "include").glob("*.h")) + sorted(
         (src / "src").glob("*.h"))
     digest = hashlib.sha256()
     for f in files:
         digest.update(f.name.encode() + b"\0" + f.read_bytes())
-    digest.update(" ".join(CFLAGS).encode())
+    digest.update(" ".join(flags).encode())
     cache = Path(os.environ.get("FTERVIT_CACHE", Path.home() / ".cache" / "ftervit"))
     lib = cache / f"libftervit-{digest.hexdigest()[:16]}.so"
     if lib.is_file():
@@ -53,7 +60,7 @@ def library_path() -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=cache, suffix=".so.tmp")
     os.close(fd)
-    cmd = [cc, *CFLAGS, f"-I{src / 'include'}", *map(str, files[:len(LIB_SOURCES)]), "-o", tmp, "-lm"]
+    cmd = [cc, *flags, f"-I{src / 'include'}", *map(str, files[:len(LIB_SOURCES)]), "-o", tmp, "-lm"]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         os.unlink(tmp)

@@ -1,0 +1,537 @@
+/* The kernels the AVX2 and AVX-512 sets share, written once in the vocabulary of ftv_simd.h
+ * for FTV_VL = 8 or 16 lanes: the GEMM drivers and epilogues around each set's own dot-product
+ * tile, the patch embedding, RMSNorm + int8 quantizer, LayerNorm, softmax, GELU, attention.
+ * Included once by ftv_kernels_avx2.c and once by ftv_kernels_avx512.c, after they define:
+ *
+ *   FTV_VL                 lanes of a float vector, and rows of an int32 accumulator vector
+ *   TILE_TOKENS            most tokens of one register tile of the GEMM
+ *   ATT_KEY_VECS           key vectors per step of the attention scores (4 queries each)
+ *   ATT_PV_QUERIES         queries per step of the weighted values (4 vectors of dimensions)
+ *   panel_rgs(k)           row groups (of 8 rows) per decoded panel for rows of k codes
+ *   decode_panel(...)      the repacked codes of row groups [rg, rg + nrg) into a panel
+ *   dot_tile(...)          the integer sums of nt tokens against a panel (see below)
+ *
+ * Results are bit-identical to the scalar kernels (ftv_kernels_scalar.c): integer sums exactly,
+ * float operations one by one in the same order (reductions in the FTV_LANES order, exp and erf
+ * from ftv_math.h, no fused multiply-add). engine/tests/test_kernels.c compares them. */
+#ifndef FTV_KERNELS_X86_H
+#define FTV_KERNELS_X86_H
+
+#include <math.h>
+#include <string.h>
+
+#include "ftv_kernels.h"
+#include "ftv_math.h"
+#include "ftv_simd.h"
+
+#define INLINE static inline __attribute__((always_inline))
+#define RED (FTV_LANES / FTV_VL) /* vectors of one reduction's partial sums */
+
+static int min_int(int a, int b) { return a < b ? a : b; }
+static int max_int(int a, int b) { return a > b ? a : b; }
+
+/* GCC keeps a loop-carried vector in a register only if told: without this empty asm it keeps
+ * arrays of accumulators in memory, or hoists all broadcasts ahead and spills half the
+ * accumulators (measured: the GEMM 1.7x slower, attention 2x). */
+#define PIN(a) __asm__ volatile("" : "+x"(a))
+
+/* ---- the ternary GEMM: drivers and epilogues ----------------------------------------- */
+
+/* The repacked layout (ftv_x86_repack): row groups of FTV_RG rows, each ceil(k / 16) blocks of
+ * 32 bytes. A panel of nrg row groups, decoded: per column group (4 codes) 32 * nrg bytes, row
+ * r of row group i at byte 32 i + 4 r, codes c = q + 1; then 32 bytes of zeros that the last
+ * 64-byte load of an odd number of row groups reads (into lanes no epilogue stores). */
+static int blocks_of(int k) { return (k + 15) / 16; }
+static size_t panel_bytes(int k, int rgs) { return (size_t)rgs * (size_t)blocks_of(k) * 4 * 32 + 32; }
+
+/* Per-thread scratch: the largest panel for rows of up to k codes, then the per-channel
+ * activation sums of the patch embedding. */
+static size_t x86_gemm_scratch(int k, int tokens) {
+    size_t panel = panel_bytes(k, panel_rgs(k));
+    if (panel < panel_bytes(k, 2)) panel = panel_bytes(k, 2);
+    return panel + (size_t)tokens * FTV_MAX_CHANNELS * sizeof(int32_t);
+}
+
+/* The sweep every GEMM shares: rows [o0, o1) rgs row groups at a time, each panel decoded once,
+ * then tiles of up to `most` tokens over it, of balanced sizes (25 tokens: 9 + 8 + 8, not
+ * 12 + 12 + 1). tile(ctx, panel, rg, nrg, t0, nt) is inlined (measured: an indirect call costs 5%). */
+typedef void (*tile_fn)(void *ctx, const uint8_t *panel, int rg, int nrg, int t0, int nt);
+
+INLINE void sweep(const ftv_tmat *w, int o0, int o1, int tokens, uint8_t *panel, const int rgs, const int most,
+                  tile_fn tile, void *ctx) {
+    const int tiles = (tokens + most - 1) / most;
+    for (int rg = o0 / FTV_RG; rg * FTV_RG < o1; rg += rgs) {
+        const int nrg = min_int(rgs, (o1 + FTV_RG - 1) / FTV_RG - rg);
+        decode_panel((const uint8_t *)w->repack, blocks_of(w->k), rg, nrg, panel);
+        for (int i = 0; i < tiles; i++) {
+            const int t0 = (int)((long)tokens * i / tiles);
+            tile(ctx, panel, rg, nrg, t0, (int)((long)tokens * (i + 1) / tiles) - t0);
+        }
+    }
+}
+
+/* Accumulator vectors of FTV_VL rows that nrg row groups fill. */
+#define NVEC(nrg) (((nrg) * FTV_RG + FTV_VL - 1) / FTV_VL)
+
+typedef struct {
+    const ftv_tmat *w;
+    int o0, o1, ldt, ldo, accumulate;
+    const int8_t *xq;
+    const float *xs;
+    const int32_t *xsum;
+    float *y;
+    const ftv_fvec *gamma; /* NULL unless accumulating with LayerScale */
+} tgemm_job;
+
+/* y for tokens [t0, t0 + nt) and row groups [rg, rg + nrg) from their integer sums
+ * acc[t * NVEC(nrg) * FTV_VL + v * FTV_VL + lane] of the unsigned codes: subtract the token's
+ * activation sum, divide by its scale times the matrix's, store (or add, times LayerScale). */
+INLINE void tgemm_store(const tgemm_job *j, const int32_t *acc, int rg, int nrg, int t0, int nt) {
+    const int nv = NVEC(nrg), end = min_int(j->o1, (rg + nrg) * FTV_RG);
+    for (int t = 0; t < nt; t++) {
+        const vf den = vf_set1(j->xs[t0 + t] * j->w->scale);
+        const vi s = vi_set1(j->xsum[t0 + t]);
+        float *yt = j->y + (size_t)(t0 + t) * j->ldt;
+        for (int v = 0; v < nv; v++) {
+            const int r0 = rg * FTV_RG + v * FTV_VL, n = min_int(FTV_VL, end - r0); /* rows [r0, r0 + n) */
+            if (n <= 0) break;
+            const vf val = vf_div(vi_to_f32(vi_sub(vi_load(acc + (t * nv + v) * FTV_VL), s)), den);
+            const vmask m = vmask_first(n);
+            if (r0 >= j->o0 && j->ldo == 1) {
+                float *dst = yt + (r0 - j->o0);
+                if (!j->accumulate) vf_store_mask(dst, m, val);
+                else if (!j->gamma) vf_store_mask(dst, m, vf_add(vf_load_mask(dst, m), val)); /* 1 * val = val */
+                else vf_store_mask(dst, m, vf_add(vf_load_mask(dst, m), vf_mul(vf_load_fvec_mask(j->gamma, r0, m, n), val)));
+                continue;
+            }
+            if (r0 >= j->o0 && !j->accumulate) { /* transposed output (attention keys) */
+                vf_scatter(yt + (size_t)(r0 - j->o0) * j->ldo, (size_t)j->ldo, m, val);
+                continue;
+            }
+            float lane[FTV_VL]; /* rows before o0 */
+            vf_store(lane, val);
+            for (int r = max_int(r0, j->o0); r < r0 + n; r++) {
+                float *dst = yt + (size_t)(r - j->o0) * j->ldo;
+                if (j->accumulate) *dst += (j->gamma ? ftv_fvec_get(j->gamma, r) : 1.0f) * lane[r - r0];
+                else *dst = lane[r - r0];
+            }
+        }
+    }
+}
+
+INLINE void tgemm_tile(void *ctx, const uint8_t *panel, int rg, int nrg, int t0, int nt) {
+    const tgemm_job *j = (const tgemm_job *)ctx;
+    const int k = j->w->k;
+    int32_t acc[TILE_TOKENS * NVEC(PANEL_RGS_MAX) * FTV_VL];
+    dot_tile(panel, nrg, j->xq + (size_t)t0 * k, (size_t)k, 0, k / 4, nt, acc);
+    tgemm_store(j, acc, rg, nrg, t0, nt);
+}
+
+static void x86_tgemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const float *xs, const int32_t *xsum,
+                      int tokens, float *y, int ldt, int ldo, void *scratch, int accumulate, const ftv_fvec *gamma) {
+    if (!w->repack) {
+        ftv_tgemm_strided(w, o0, o1, xq, xs, xsum, tokens, y, ldt, ldo, scratch, accumulate, gamma);
+        return;
+    }
+    tgemm_job job = {w, o0, o1, ldt, ldo, accumulate, xq, xs, xsum, y, accumulate && gamma && gamma->n ? gamma : NULL};
+    sweep(w, o0, o1, tokens, (uint8_t *)scratch, panel_rgs(w->k), TILE_TOKENS, tgemm_tile, &job);
+}
+
+typedef struct {
+    const ftv_tmat *w;
+    int o0, o1, chans, ldy;
+    const int8_t *xq;
+    const float *xs;
+    const int32_t *asum; /* (tokens, chans) */
+    const ftv_fvec *cs, *bias;
+    float *y;
+} patch_job;
+
+/* The patch embedding's tile, on panels of up to 2 row groups (16 rows): each input channel
+ * its own integer sum and scale, summed in float channel by channel. */
+#define PATCH_VECS (16 / FTV_VL)
+INLINE void patch_tile(void *ctx, const uint8_t *panel, int rg, int nrg, int t0, int nt) {
+    const patch_job *j = (const patch_job *)ctx;
+    const int k = j->w->k, gpc = k / j->chans / 4, nv = NVEC(nrg); /* column groups per input channel */
+    int32_t acc[TILE_TOKENS * 16];
+    vf sum[TILE_TOKENS][PATCH_VECS];
+    for (int t = 0; t < nt; t++)
+        for (int v = 0; v < nv; v++) sum[t][v] = vf_zero();
+    for (int ch = 0; ch < j->chans; ch++) {
+        dot_tile(panel, nrg, j->xq + (size_t)t0 * k, (size_t)k, ch * gpc, (ch + 1) * gpc, nt, acc);
+        const vf sc = vf_set1(j->xs[ch]);
+        for (int t = 0; t < nt; t++) {
+            const vi s = vi_set1(j->asum[(t0 + t) * j->chans + ch]);
+            for (int v = 0; v < nv; v++)
+                sum[t][v] = vf_add(sum[t][v], vf_div(vi_to_f32(vi_sub(vi_load(acc + (t * nv + v) * FTV_VL), s)), sc));
+        }
+    }
+    const int end = min_int(j->o1, (rg + nrg) * FTV_RG);
+    for (int t = 0; t < nt; t++)
+        for (int v = 0; v < nv; v++) {
+            const int r0 = rg * FTV_RG + v * FTV_VL, n = min_int(FTV_VL, end - r0);
+            if (n <= 0) break;
+            float *yt = j->y + (size_t)(t0 + t) * j->ldy;
+            if (r0 >= j->o0) {
+                const vmask m = vmask_first(n);
+                const vf b = j->bias->n ? vf_load_fvec_mask(j->bias, r0, m, n) : vf_zero();
+                const vf val = vf_div(sum[t][v], vf_load_fvec_mask(&j->w->row_scale, r0, m, n));
+                vf_store_mask(yt + (r0 - j->o0), m, vf_add(vf_mul(val, vf_load_fvec_mask(j->cs, r0, m, n)), b));
+                continue;
+            }
+            float lane[FTV_VL];
+            vf_store(lane, sum[t][v]);
+            for (int r = j->o0; r < r0 + n; r++) {
+                const float b = j->bias->n ? ftv_fvec_get(j->bias, r) : 0.0f;
+                yt[r - j->o0] = lane[r - r0] / ftv_fvec_get(&j->w->row_scale, r) * ftv_fvec_get(j->cs, r) + b;
+            }
+        }
+}
+
+/* Sum of n int8 (the correction term of the unsigned codes). */
+static int32_t sum_i8(const int8_t *a, int n) {
+    int32_t s = 0;
+    for (int j = 0; j < n; j++) s += a[j];
+    return s;
+}
+
+static void x86_patch_gemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const float *xs, int chans, int tokens,
+                           const ftv_fvec *cs, const ftv_fvec *bias, float *y, int ldy, void *scratch) {
+    const int k = w->k, pc = k / chans; /* codes per input channel */
+    if (!w->repack || pc % 4 || pc * chans != k) {
+        ftv_patch_gemm(w, o0, o1, xq, xs, chans, tokens, cs, bias, y, ldy, scratch);
+        return;
+    }
+    uint8_t *panel = (uint8_t *)scratch;
+    int32_t *asum = (int32_t *)(panel + x86_gemm_scratch(k, 0));
+    for (int t = 0; t < tokens; t++)
+        for (int ch = 0; ch < chans; ch++) asum[t * chans + ch] = sum_i8(xq + (size_t)t * k + (size_t)ch * pc, pc);
+    patch_job job = {w, o0, o1, chans, ldy, xq, xs, asum, cs, bias, y};
+    sweep(w, o0, o1, tokens, panel, 2, TILE_TOKENS, patch_tile, &job);
+}
+
+/* ---- exp and erf (ftv_math.h, the same operations on FTV_VL lanes) -------------------- */
+
+/* n independent vectors at once, their chains interleaved step by step: one chain is ~60
+ * cycles of latency, too long for out-of-order execution to overlap on its own. */
+#define EXP_WAYS 4
+INLINE void exp_v(vf *x, const int n) {
+    vf k[EXP_WAYS], r[EXP_WAYS], z[EXP_WAYS], p[EXP_WAYS];
+#pragma GCC unroll 4
+    for (int w = 0; w < n; w++) {
+        x[w] = vf_max(vf_set1(FTV_EXP_MIN), vf_min(vf_set1(FTV_EXP_MAX), x[w]));
+        k[w] = vf_round(vf_mul(x[w], vf_set1(FTV_LOG2E)));
+        r[w] = vf_sub(x[w], vf_mul(k[w], vf_set1(FTV_LN2_HI)));
+        r[w] = vf_sub(r[w], vf_mul(k[w], vf_set1(FTV_LN2_LO)));
+        z[w] = vf_mul(r[w], r[w]);
+        p[w] = vf_set1(FTV_EXP_P0);
+    }
+    const float coef[5] = {FTV_EXP_P1, FTV_EXP_P2, FTV_EXP_P3, FTV_EXP_P4, FTV_EXP_P5};
+    for (int i = 0; i < 5; i++)
+#pragma GCC unroll 4
+        for (int w = 0; w < n; w++) p[w] = vf_add(vf_mul(p[w], r[w]), vf_set1(coef[i]));
+#pragma GCC unroll 4
+    for (int w = 0; w < n; w++) {
+        p[w] = vf_add(vf_add(vf_mul(p[w], z[w]), r[w]), vf_set1(1.0f));
+        x[w] = vf_mul(p[w], vi_as_f32(vi_shl(vi_add(vf_to_i32(k[w]), vi_set1(127)), 23)));
+    }
+}
+
+/* Both branches of ftv_erff, then a blend on |x| < FTV_ERF_SPLIT. */
+INLINE void erf_v(vf *x, const int n) {
+    vf t[EXP_WAYS], z[EXP_WAYS], pa[EXP_WAYS], pb[EXP_WAYS];
+#pragma GCC unroll 4
+    for (int w = 0; w < n; w++) {
+        t[w] = vf_abs(x[w]);
+        z[w] = vf_mul(t[w], t[w]);
+        pa[w] = vf_set1(ftv_erf_a[0]);
+        pb[w] = vf_set1(ftv_erf_b[0]);
+    }
+    for (int i = 1; i < FTV_ERF_A_N; i++)
+#pragma GCC unroll 4
+        for (int w = 0; w < n; w++) pa[w] = vf_add(vf_mul(pa[w], z[w]), vf_set1(ftv_erf_a[i]));
+#pragma GCC unroll 4
+    for (int w = 0; w < n; w++) /* from here z holds u = min(|x|, clamp) - mid */
+        z[w] = vf_sub(vf_min(vf_set1(FTV_ERF_CLAMP), t[w]), vf_set1(FTV_ERF_MID));
+    for (int i = 1; i < FTV_ERF_B_N; i++)
+#pragma GCC unroll 4
+        for (int w = 0; w < n; w++) pb[w] = vf_add(vf_mul(pb[w], z[w]), vf_set1(ftv_erf_b[i]));
+    exp_v(pb, n);
+#pragma GCC unroll 4
+    for (int w = 0; w < n; w++) {
+        const vf ra = vf_add(t[w], vf_mul(t[w], pa[w])), rb = vf_sub(vf_set1(1.0f), pb[w]);
+        x[w] = vf_copysign(vf_select_lt(t[w], vf_set1(FTV_ERF_SPLIT), ra, rb), x[w]);
+    }
+}
+
+/* ---- norms and the quantizer --------------------------------------------------------- */
+
+/* The partial sums of a reduction, part[l] = sum over j = l (mod FTV_LANES) in order, of
+ * f(x[j]) = x[j] - c (sq = 0) or (x[j] - c)^2 (sq = 1), c a constant. */
+INLINE void partial_sums(const float *x, int n, float c, const int sq, float part[FTV_LANES]) {
+    vf acc[RED];
+    const vf cv = vf_set1(c);
+    for (int u = 0; u < RED; u++) acc[u] = vf_zero();
+    int j = 0;
+    for (; j + FTV_VL <= n; j += FTV_VL) {
+        const vf d = vf_sub(vf_load(x + j), cv);
+        const int u = (j / FTV_VL) % RED;
+        acc[u] = vf_add(acc[u], sq ? vf_mul(d, d) : d);
+    }
+    for (int u = 0; u < RED; u++) vf_store(part + u * FTV_VL, acc[u]);
+    for (; j < n; j++) {
+        const float d = x[j] - c;
+        part[j % FTV_LANES] += sq ? d * d : d;
+    }
+}
+
+static float x86_rmsnorm_quant(const float *x, const ftv_fvec *g, float rms_eps, float quant_eps, int k, int8_t *q,
+                               int32_t *sum) {
+    float part[FTV_LANES];
+    partial_sums(x, k, 0.0f, 1, part);
+    const float r = 1.0f / sqrtf(ftv_lanes_sum(part) / (float)k + rms_eps);
+    const vf rv = vf_set1(r);
+    const int kv = k - k % FTV_VL;
+    vf mx = vf_zero();
+    int j;
+    for (j = 0; j < kv; j += FTV_VL) mx = vf_max(mx, vf_abs(vf_mul(vf_mul(vf_load(x + j), rv), vf_load_fvec(g, j))));
+    float amax = vf_hmax(mx);
+    for (; j < k; j++) {
+        const float a = fabsf(x[j] * r * ftv_fvec_get(g, j));
+        if (a > amax) amax = a;
+    }
+    const float s = 127.0f / (amax > quant_eps ? amax : quant_eps);
+    const vf sv = vf_set1(s), lo = vf_set1(-128.0f), hi = vf_set1(127.0f);
+    vi total = vi_zero();
+    for (j = 0; j < kv; j += FTV_VL) {
+        const vf v = vf_round(vf_mul(vf_mul(vf_mul(vf_load(x + j), rv), vf_load_fvec(g, j)), sv));
+        const vi c = vf_to_i32(vf_min(vf_max(v, lo), hi));
+        total = vi_add(total, c);
+        vi_store_i8(q + j, c);
+    }
+    int32_t t = vi_sum(total);
+    for (; j < k; j++) {
+        const float v = rintf(x[j] * r * ftv_fvec_get(g, j) * s);
+        q[j] = (int8_t)(v > 127.0f ? 127 : (v < -128.0f ? -128 : (int)v));
+        t += q[j];
+    }
+    *sum = t;
+    return s;
+}
+
+static void x86_layernorm(const float *x, const ftv_tmat *gamma, const ftv_tmat *beta, float eps, int n, float *out) {
+    if (!gamma || !beta || !gamma->repack || !beta->repack) {
+        ftv_layernorm(x, gamma, beta, eps, n, out);
+        return;
+    }
+    const float *gv = (const float *)gamma->repack, *bv = (const float *)beta->repack;
+    float part[FTV_LANES];
+    partial_sums(x, n, 0.0f, 0, part);
+    const float mean = ftv_lanes_sum(part) / (float)n;
+    partial_sums(x, n, mean, 1, part);
+    const float r = 1.0f / sqrtf(ftv_lanes_sum(part) / (float)n + eps);
+    const vf mv = vf_set1(mean), rv = vf_set1(r);
+    int j = 0;
+    for (; j + FTV_VL <= n; j += FTV_VL) {
+        const vf h = vf_mul(vf_sub(vf_load(x + j), mv), rv);
+        vf_store(out + j, vf_add(vf_mul(h, vf_load(gv + j)), vf_load(bv + j)));
+    }
+    for (; j < n; j++) out[j] = (x[j] - mean) * r * gv[j] + bv[j];
+}
+
+/* ---- softmax and GELU ---------------------------------------------------------------- */
+
+static void softmax_v(float *x, int n) {
+    const int nv = n - n % FTV_VL;
+    vf mv = vf_set1(x[0]);
+    int j = 0;
+    for (; j < nv; j += FTV_VL) mv = vf_max(mv, vf_load(x + j));
+    float mx = vf_hmax(mv); /* max is exact in any order (a zero's sign changes no x - max) */
+    for (; j < n; j++) mx = x[j] > mx ? x[j] : mx;
+    mv = vf_set1(mx);
+    vf acc[RED], e[EXP_WAYS];
+    for (int u = 0; u < RED; u++) acc[u] = vf_zero();
+    for (j = 0; j + FTV_VL * EXP_WAYS <= nv; j += FTV_VL * EXP_WAYS) {
+#pragma GCC unroll 4
+        for (int w = 0; w < EXP_WAYS; w++) e[w] = vf_sub(vf_load(x + j + FTV_VL * w), mv);
+        exp_v(e, EXP_WAYS);
+#pragma GCC unroll 4
+        for (int w = 0; w < EXP_WAYS; w++) { /* lane l of the sum still adds x[l], x[l + FTV_LANES], ... in order */
+            vf_store(x + j + FTV_VL * w, e[w]);
+            acc[w % RED] = vf_add(acc[w % RED], e[w]);
+        }
+    }
+    for (; j < nv; j += FTV_VL) {
+        e[0] = vf_sub(vf_load(x + j), mv);
+        exp_v(e, 1);
+        vf_store(x + j, e[0]);
+        acc[(j / FTV_VL) % RED] = vf_add(acc[(j / FTV_VL) % RED], e[0]);
+    }
+    float part[FTV_LANES];
+    for (int u = 0; u < RED; u++) vf_store(part + u * FTV_VL, acc[u]);
+    for (; j < n; j++) {
+        x[j] = ftv_expf(x[j] - mx);
+        part[j % FTV_LANES] += x[j];
+    }
+    const float inv = 1.0f / ftv_lanes_sum(part);
+    const vf iv = vf_set1(inv);
+    for (j = 0; j < nv; j += FTV_VL) vf_store(x + j, vf_mul(vf_load(x + j), iv));
+    for (; j < n; j++) x[j] *= inv;
+}
+
+static void x86_gelu(float *x, int n) {
+    const vf half = vf_set1(0.5f), one = vf_set1(1.0f), rsqrt2 = vf_set1(0.70710678118654752f);
+    int j = 0;
+    for (; j + FTV_VL * EXP_WAYS <= n; j += FTV_VL * EXP_WAYS) {
+        vf v[EXP_WAYS], e[EXP_WAYS];
+#pragma GCC unroll 4
+        for (int w = 0; w < EXP_WAYS; w++) {
+            v[w] = vf_load(x + j + FTV_VL * w);
+            e[w] = vf_mul(v[w], rsqrt2);
+        }
+        erf_v(e, EXP_WAYS);
+#pragma GCC unroll 4
+        for (int w = 0; w < EXP_WAYS; w++) vf_store(x + j + FTV_VL * w, vf_mul(vf_mul(half, v[w]), vf_add(one, e[w])));
+    }
+    for (; j + FTV_VL <= n; j += FTV_VL) {
+        const vf v = vf_load(x + j);
+        vf e = vf_mul(v, rsqrt2);
+        erf_v(&e, 1);
+        vf_store(x + j, vf_mul(vf_mul(half, v), vf_add(one, e)));
+    }
+    ftv_gelu(x + j, n - j);
+}
+
+/* ---- attention ----------------------------------------------------------------------- */
+
+/* Scores of nq queries qb[i * hd] against keys [j0, j0 + nv * FTV_VL), the last vector cut to
+ * the lanes of `last`: sc[i * ldk + j] = (sum over d in order of q[d] * k[d][j]) * scale. Keys
+ * sit in the lanes, so each lane sums in the scalar kernel's order. */
+INLINE void scores(const float *qb, const int nq, const float *kt, size_t ldk, int hd, int j0, const int nv,
+                   vmask last, float scale, float *sc) {
+    vf acc[FTV_ATTEND_QUERIES][ATT_KEY_VECS];
+#pragma GCC unroll 4
+    for (int i = 0; i < nq; i++)
+#pragma GCC unroll 4
+        for (int u = 0; u < nv; u++) acc[i][u] = vf_zero();
+    for (int d = 0; d < hd; d++) {
+        const float *kd = kt + (size_t)d * ldk + j0;
+        vf kv[ATT_KEY_VECS];
+#pragma GCC unroll 4
+        for (int u = 0; u < nv; u++) {
+            kv[u] = u + 1 < nv ? vf_load(kd + FTV_VL * u) : vf_load_mask(kd + FTV_VL * u, last);
+            PIN(kv[u]);
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < nq; i++) {
+            const vf qd = vf_set1(qb[(size_t)i * hd + d]);
+#pragma GCC unroll 4
+            for (int u = 0; u < nv; u++) {
+                acc[i][u] = vf_add(acc[i][u], vf_mul(qd, kv[u]));
+                PIN(acc[i][u]);
+            }
+        }
+    }
+    const vf s = vf_set1(scale);
+#pragma GCC unroll 4
+    for (int i = 0; i < nq; i++)
+#pragma GCC unroll 4
+        for (int u = 0; u < nv; u++) {
+            float *dst = sc + (size_t)i * ldk + j0 + FTV_VL * u;
+            if (u + 1 < nv) vf_store(dst, vf_mul(acc[i][u], s));
+            else vf_store_mask(dst, last, vf_mul(acc[i][u], s));
+        }
+}
+
+INLINE void scores_all(const float *qb, const int nq, const float *kt, size_t ldk, int hd, int tokens, float scale,
+                       float *sc) {
+    const int block = ATT_KEY_VECS * FTV_VL;
+    int j0 = 0; /* keys in whole blocks, then what is left in 1 to ATT_KEY_VECS vectors */
+    for (; j0 + block <= tokens; j0 += block) scores(qb, nq, kt, ldk, hd, j0, ATT_KEY_VECS, vmask_first(FTV_VL), scale, sc);
+    const int left = tokens - j0, nv = (left + FTV_VL - 1) / FTV_VL;
+    const vmask last = vmask_first(left - (nv - 1) * FTV_VL);
+    switch (nv) {
+#if ATT_KEY_VECS == 4
+    case 4: scores(qb, nq, kt, ldk, hd, j0, 4, last, scale, sc); break;
+    case 3: scores(qb, nq, kt, ldk, hd, j0, 3, last, scale, sc); break;
+#endif
+    case 2: scores(qb, nq, kt, ldk, hd, j0, 2, last, scale, sc); break;
+    case 1: scores(qb, nq, kt, ldk, hd, j0, 1, last, scale, sc); break;
+    default: break;
+    }
+}
+
+/* out_i[d0 + FTV_VL u + lane] = sum over keys j in order of p_i[j] * v[j][d0 + FTV_VL u + lane],
+ * for nq queries (probabilities p + i * ldp) and nv vectors of head dimensions from d0, the
+ * last one cut to the lanes of `last`. */
+INLINE void weigh_values(const float *p, size_t ldp, const int nq, const float *v, size_t ldv, int tokens, int d0,
+                         const int nv, vmask last, float *out, size_t ldo) {
+    vf acc[ATT_PV_QUERIES][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < nq; i++)
+#pragma GCC unroll 4
+        for (int u = 0; u < nv; u++) acc[i][u] = vf_zero();
+    for (int j = 0; j < tokens; j++) {
+        const float *vj = v + (size_t)j * ldv + d0;
+        vf vv[4];
+#pragma GCC unroll 4
+        for (int u = 0; u < nv; u++) {
+            vv[u] = u + 1 < nv ? vf_load(vj + FTV_VL * u) : vf_load_mask(vj + FTV_VL * u, last);
+            PIN(vv[u]); /* one load for all queries, not a memory operand in each multiply */
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < nq; i++) {
+            const vf pj = vf_set1(p[(size_t)i * ldp + j]);
+#pragma GCC unroll 4
+            for (int u = 0; u < nv; u++) {
+                acc[i][u] = vf_add(acc[i][u], vf_mul(pj, vv[u]));
+                PIN(acc[i][u]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < nq; i++)
+#pragma GCC unroll 4
+        for (int u = 0; u < nv; u++) {
+            float *dst = out + (size_t)i * ldo + d0 + FTV_VL * u;
+            if (u + 1 < nv) vf_store(dst, acc[i][u]);
+            else vf_store_mask(dst, last, acc[i][u]);
+        }
+}
+
+INLINE void weigh_values_all(const float *p, size_t ldp, const int nq, const float *v, size_t ldv, int tokens, int hd,
+                             float *out, size_t ldo) {
+    int d0 = 0;
+    for (; d0 + 4 * FTV_VL <= hd; d0 += 4 * FTV_VL)
+        weigh_values(p, ldp, nq, v, ldv, tokens, d0, 4, vmask_first(FTV_VL), out, ldo);
+    for (; d0 < hd; d0 += FTV_VL) weigh_values(p, ldp, nq, v, ldv, tokens, d0, 1, vmask_first(hd - d0), out, ldo);
+}
+
+/* ftv_attend: blocks of up to 4 queries; scores, softmax, then the weighted values in groups of
+ * ATT_PV_QUERIES. */
+static void x86_attend(const float *q, int ldq, const float *kt, int ldk, const float *v, int ldv, int tokens, int hd,
+                       float scale, float *out, int ldo, int nq, float *scratch) {
+    float *sc = scratch, *qb = scratch + (size_t)FTV_ATTEND_QUERIES * ldk;
+    for (int i0 = 0; i0 < nq; i0 += FTV_ATTEND_QUERIES) {
+        const int nb = min_int(FTV_ATTEND_QUERIES, nq - i0);
+        for (int i = 0; i < nb; i++) /* out may overwrite q */
+            memcpy(qb + (size_t)i * hd, q + (size_t)(i0 + i) * ldq, (size_t)hd * sizeof(float));
+        switch (nb) {
+        case 4: scores_all(qb, 4, kt, (size_t)ldk, hd, tokens, scale, sc); break;
+        case 3: scores_all(qb, 3, kt, (size_t)ldk, hd, tokens, scale, sc); break;
+        case 2: scores_all(qb, 2, kt, (size_t)ldk, hd, tokens, scale, sc); break;
+        default: scores_all(qb, 1, kt, (size_t)ldk, hd, tokens, scale, sc); break;
+        }
+        for (int i = 0; i < nb; i++) softmax_v(sc + (size_t)i * ldk, tokens);
+        float *o = out + (size_t)i0 * ldo;
+        int i = 0;
+        for (; i + ATT_PV_QUERIES <= nb; i += ATT_PV_QUERIES)
+            weigh_values_all(sc + (size_t)i * ldk, (size_t)ldk, ATT_PV_QUERIES, v, (size_t)ldv, tokens, hd,
+                             o + (size_t)i * ldo, (size_t)ldo);
+        for (; i < nb; i++)
+            weigh_values_all(sc + (size_t)i * ldk, (size_t)ldk, 1, v, (size_t)ldv, tokens, hd, o + (size_t)i * ldo,
+                             (size_t)ldo);
+    }
+}
+
+#endif
