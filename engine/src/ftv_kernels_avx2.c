@@ -118,8 +118,8 @@ static void decode_panel(const uint8_t *rp, int blocks, int rg, int nrg, uint8_t
     _mm256_storeu_si256((__m256i *)(panel + (size_t)blocks * 4 * 32 * nrg), _mm256_setzero_si256());
 }
 
-#define PIN2(a, b) __asm__ volatile("" : "+x"(a), "+x"(b))
-#define PIN1(a) __asm__ volatile("" : "+x"(a))
+#define PIN2(a, b) __asm__ volatile("" : "+v"(a), "+v"(b))
+#define PIN1(a) __asm__ volatile("" : "+v"(a))
 
 /* acc[8 nrg t + 8 i + r] = sum over column groups [g0, g1) of codes(row r of row group i) . a_t,
  * for nt tokens a_t = a + t * lda; nrg and nt are constants after inlining. */

@@ -56,8 +56,8 @@ static void decode_panel(const uint8_t *rp, int blocks, int rg, int nrg, uint8_t
     _mm256_storeu_si256((__m256i *)(panel + (size_t)blocks * 4 * 32 * nrg), _mm256_setzero_si256());
 }
 
-#define PIN2(a, b) __asm__ volatile("" : "+x"(a), "+x"(b))
-#define PIN1(a) __asm__ volatile("" : "+x"(a))
+#define PIN2(a, b) __asm__ volatile("" : "+v"(a), "+v"(b))
+#define PIN1(a) __asm__ volatile("" : "+v"(a))
 
 /* acc[16 nw t + 16 v + lane], nw = ceil(nrg / 2) weight vectors of 16 rows per column group
  * (with nrg odd, the last one's upper 8 rows are the next column group's first rows: computed,

@@ -33,7 +33,7 @@ static int max_int(int a, int b) { return a > b ? a : b; }
 /* GCC keeps a loop-carried vector in a register only if told: without this empty asm it keeps
  * arrays of accumulators in memory, or hoists all broadcasts ahead and spills half the
  * accumulators (measured: the GEMM 1.7x slower, attention 2x). */
-#define PIN(a) __asm__ volatile("" : "+x"(a))
+#define PIN(a) __asm__ volatile("" : "+v"(a))
 
 /* ---- the ternary GEMM: drivers and epilogues ----------------------------------------- */
 
@@ -341,42 +341,50 @@ static void x86_layernorm(const float *x, const ftv_tmat *gamma, const ftv_tmat 
 
 /* ---- softmax and GELU ---------------------------------------------------------------- */
 
-static void softmax_v(float *x, int n) {
-    const int nv = n - n % FTV_VL;
-    vf mv = vf_set1(x[0]);
-    int j = 0;
-    for (; j < nv; j += FTV_VL) mv = vf_max(mv, vf_load(x + j));
-    float mx = vf_hmax(mv); /* max is exact in any order (a zero's sign changes no x - max) */
-    for (; j < n; j++) mx = x[j] > mx ? x[j] : mx;
-    mv = vf_set1(mx);
-    vf acc[RED], e[EXP_WAYS];
-    for (int u = 0; u < RED; u++) acc[u] = vf_zero();
-    for (j = 0; j + FTV_VL * EXP_WAYS <= nv; j += FTV_VL * EXP_WAYS) {
+/* exp of nv vectors of x from j0 (the last cut to the lanes of `last`) less the maximum, in
+ * place, each added to the partial sums acc[(vector index) % RED]: lane l of the sums still adds
+ * x[l], x[l + FTV_LANES], ... in order. */
+INLINE void exp_sum(float *x, int j0, const int nv, vmask last, vf mv, vf *acc) {
+    vf e[EXP_WAYS];
 #pragma GCC unroll 4
-        for (int w = 0; w < EXP_WAYS; w++) e[w] = vf_sub(vf_load(x + j + FTV_VL * w), mv);
-        exp_v(e, EXP_WAYS);
+    for (int w = 0; w < nv; w++)
+        e[w] = vf_sub(w + 1 < nv ? vf_load(x + j0 + FTV_VL * w) : vf_load_mask(x + j0 + FTV_VL * w, last), mv);
+    exp_v(e, nv);
 #pragma GCC unroll 4
-        for (int w = 0; w < EXP_WAYS; w++) { /* lane l of the sum still adds x[l], x[l + FTV_LANES], ... in order */
-            vf_store(x + j + FTV_VL * w, e[w]);
-            acc[w % RED] = vf_add(acc[w % RED], e[w]);
+    for (int w = 0; w < nv; w++) {
+        const int u = (j0 / FTV_VL + w) % RED;
+        if (w + 1 < nv) {
+            vf_store(x + j0 + FTV_VL * w, e[w]);
+            acc[u] = vf_add(acc[u], e[w]);
+        } else {
+            vf_store_mask(x + j0 + FTV_VL * w, last, e[w]);
+            acc[u] = vf_add_mask(acc[u], last, e[w]);
         }
     }
-    for (; j < nv; j += FTV_VL) {
-        e[0] = vf_sub(vf_load(x + j), mv);
-        exp_v(e, 1);
-        vf_store(x + j, e[0]);
-        acc[(j / FTV_VL) % RED] = vf_add(acc[(j / FTV_VL) % RED], e[0]);
+}
+
+/* ftv_softmax of n floats whose maximum is mx: the exps in chains of EXP_WAYS vectors, the
+ * last vector masked (no scalar tail), then the scaling by the inverse of their sum. */
+static void softmax_v(float *x, int n, float mx) {
+    const int nv = (n + FTV_VL - 1) / FTV_VL;
+    const vmask last = vmask_first(n - (nv - 1) * FTV_VL), all = vmask_first(FTV_VL);
+    const vf mv = vf_set1(mx);
+    vf acc[RED];
+    for (int u = 0; u < RED; u++) acc[u] = vf_zero();
+    int v = 0;
+    for (; v + EXP_WAYS < nv; v += EXP_WAYS) exp_sum(x, v * FTV_VL, EXP_WAYS, all, mv, acc);
+    switch (nv - v) { /* 1 to EXP_WAYS vectors, the last one cut */
+    case 4: exp_sum(x, v * FTV_VL, 4, last, mv, acc); break;
+    case 3: exp_sum(x, v * FTV_VL, 3, last, mv, acc); break;
+    case 2: exp_sum(x, v * FTV_VL, 2, last, mv, acc); break;
+    default: exp_sum(x, v * FTV_VL, 1, last, mv, acc); break;
     }
     float part[FTV_LANES];
     for (int u = 0; u < RED; u++) vf_store(part + u * FTV_VL, acc[u]);
-    for (; j < n; j++) {
-        x[j] = ftv_expf(x[j] - mx);
-        part[j % FTV_LANES] += x[j];
-    }
-    const float inv = 1.0f / ftv_lanes_sum(part);
-    const vf iv = vf_set1(inv);
-    for (j = 0; j < nv; j += FTV_VL) vf_store(x + j, vf_mul(vf_load(x + j), iv));
-    for (; j < n; j++) x[j] *= inv;
+    const vf iv = vf_set1(1.0f / ftv_lanes_sum(part));
+    int j = 0;
+    for (; j + FTV_VL <= n; j += FTV_VL) vf_store(x + j, vf_mul(vf_load(x + j), iv));
+    if (j < n) vf_store_mask(x + j, last, vf_mul(vf_load_mask(x + j, last), iv));
 }
 
 static void x86_gelu(float *x, int n) {
@@ -408,7 +416,7 @@ static void x86_gelu(float *x, int n) {
  * the lanes of `last`: sc[i * ldk + j] = (sum over d in order of q[d] * k[d][j]) * scale. Keys
  * sit in the lanes, so each lane sums in the scalar kernel's order. */
 INLINE void scores(const float *qb, const int nq, const float *kt, size_t ldk, int hd, int j0, const int nv,
-                   vmask last, float scale, float *sc) {
+                   vmask last, float scale, float *sc, float *mx) {
     vf acc[FTV_ATTEND_QUERIES][ATT_KEY_VECS];
 #pragma GCC unroll 4
     for (int i = 0; i < nq; i++)
@@ -438,27 +446,37 @@ INLINE void scores(const float *qb, const int nq, const float *kt, size_t ldk, i
 #pragma GCC unroll 4
         for (int u = 0; u < nv; u++) {
             float *dst = sc + (size_t)i * ldk + j0 + FTV_VL * u;
-            if (u + 1 < nv) vf_store(dst, vf_mul(acc[i][u], s));
-            else vf_store_mask(dst, last, vf_mul(acc[i][u], s));
+            const vf val = vf_mul(acc[i][u], s), m = vf_load(mx + FTV_VL * i); /* in memory: no register held */
+            if (u + 1 < nv) {
+                vf_store(dst, val);
+                vf_store(mx + FTV_VL * i, vf_max(m, val));
+            } else {
+                vf_store_mask(dst, last, val);
+                vf_store(mx + FTV_VL * i, vf_max_mask(m, last, val));
+            }
         }
 }
 
+/* Scores of nq queries against all keys, and each query's maximum score in mx[i]. */
 INLINE void scores_all(const float *qb, const int nq, const float *kt, size_t ldk, int hd, int tokens, float scale,
-                       float *sc) {
+                       float *sc, float *mx) {
     const int block = ATT_KEY_VECS * FTV_VL;
+    float m[FTV_ATTEND_QUERIES * FTV_VL];
+    for (int i = 0; i < nq * FTV_VL; i++) m[i] = -INFINITY;
     int j0 = 0; /* keys in whole blocks, then what is left in 1 to ATT_KEY_VECS vectors */
-    for (; j0 + block <= tokens; j0 += block) scores(qb, nq, kt, ldk, hd, j0, ATT_KEY_VECS, vmask_first(FTV_VL), scale, sc);
+    for (; j0 + block <= tokens; j0 += block) scores(qb, nq, kt, ldk, hd, j0, ATT_KEY_VECS, vmask_first(FTV_VL), scale, sc, m);
     const int left = tokens - j0, nv = (left + FTV_VL - 1) / FTV_VL;
     const vmask last = vmask_first(left - (nv - 1) * FTV_VL);
     switch (nv) {
 #if ATT_KEY_VECS == 4
-    case 4: scores(qb, nq, kt, ldk, hd, j0, 4, last, scale, sc); break;
-    case 3: scores(qb, nq, kt, ldk, hd, j0, 3, last, scale, sc); break;
+    case 4: scores(qb, nq, kt, ldk, hd, j0, 4, last, scale, sc, m); break;
+    case 3: scores(qb, nq, kt, ldk, hd, j0, 3, last, scale, sc, m); break;
 #endif
-    case 2: scores(qb, nq, kt, ldk, hd, j0, 2, last, scale, sc); break;
-    case 1: scores(qb, nq, kt, ldk, hd, j0, 1, last, scale, sc); break;
+    case 2: scores(qb, nq, kt, ldk, hd, j0, 2, last, scale, sc, m); break;
+    case 1: scores(qb, nq, kt, ldk, hd, j0, 1, last, scale, sc, m); break;
     default: break;
     }
+    for (int i = 0; i < nq; i++) mx[i] = vf_hmax(vf_load(m + FTV_VL * i)); /* exact in any order */
 }
 
 /* out_i[d0 + FTV_VL u + lane] = sum over keys j in order of p_i[j] * v[j][d0 + FTV_VL u + lane],
@@ -516,13 +534,14 @@ static void x86_attend(const float *q, int ldq, const float *kt, int ldk, const 
         const int nb = min_int(FTV_ATTEND_QUERIES, nq - i0);
         for (int i = 0; i < nb; i++) /* out may overwrite q */
             memcpy(qb + (size_t)i * hd, q + (size_t)(i0 + i) * ldq, (size_t)hd * sizeof(float));
+        float mx[FTV_ATTEND_QUERIES];
         switch (nb) {
-        case 4: scores_all(qb, 4, kt, (size_t)ldk, hd, tokens, scale, sc); break;
-        case 3: scores_all(qb, 3, kt, (size_t)ldk, hd, tokens, scale, sc); break;
-        case 2: scores_all(qb, 2, kt, (size_t)ldk, hd, tokens, scale, sc); break;
-        default: scores_all(qb, 1, kt, (size_t)ldk, hd, tokens, scale, sc); break;
+        case 4: scores_all(qb, 4, kt, (size_t)ldk, hd, tokens, scale, sc, mx); break;
+        case 3: scores_all(qb, 3, kt, (size_t)ldk, hd, tokens, scale, sc, mx); break;
+        case 2: scores_all(qb, 2, kt, (size_t)ldk, hd, tokens, scale, sc, mx); break;
+        default: scores_all(qb, 1, kt, (size_t)ldk, hd, tokens, scale, sc, mx); break;
         }
-        for (int i = 0; i < nb; i++) softmax_v(sc + (size_t)i * ldk, tokens);
+        for (int i = 0; i < nb; i++) softmax_v(sc + (size_t)i * ldk, tokens, mx[i]);
         float *o = out + (size_t)i0 * ldo;
         int i = 0;
         for (; i + ATT_PV_QUERIES <= nb; i += ATT_PV_QUERIES)

@@ -66,6 +66,10 @@ SIMD_INLINE vmask vmask_first(int n) { /* lanes [0, n) */
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 SIMD_INLINE vf vf_load_mask(const float *p, vmask m) { return _mm256_maskload_ps(p, m); }
+/* a + b in the lanes of m, a in the others */
+SIMD_INLINE vf vf_add_mask(vf a, vmask m, vf b) { return _mm256_blendv_ps(a, _mm256_add_ps(a, b), _mm256_castsi256_ps(m)); }
+/* max(a, b) in the lanes of m, a in the others */
+SIMD_INLINE vf vf_max_mask(vf a, vmask m, vf b) { return _mm256_blendv_ps(a, _mm256_max_ps(a, b), _mm256_castsi256_ps(m)); }
 SIMD_INLINE void vf_store_mask(float *p, vmask m, vf v) { _mm256_maskstore_ps(p, m, v); }
 SIMD_INLINE float vf_hmax(vf v) { /* exact in any order: max of floats is one of them */
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -132,6 +136,8 @@ SIMD_INLINE int32_t vi_sum(vi a) { return _mm512_reduce_add_epi32(a); }
 SIMD_INLINE void vi_store_i8(int8_t *q, vi a) { _mm_storeu_si128((__m128i *)q, _mm512_cvtepi32_epi8(a)); }
 SIMD_INLINE vmask vmask_first(int n) { return (vmask)(n >= 16 ? 0xFFFFu : (1u << n) - 1u); }
 SIMD_INLINE vf vf_load_mask(const float *p, vmask m) { return _mm512_maskz_loadu_ps(m, p); }
+SIMD_INLINE vf vf_add_mask(vf a, vmask m, vf b) { return _mm512_mask_add_ps(a, m, a, b); }
+SIMD_INLINE vf vf_max_mask(vf a, vmask m, vf b) { return _mm512_mask_max_ps(a, m, a, b); }
 SIMD_INLINE void vf_store_mask(float *p, vmask m, vf v) { _mm512_mask_storeu_ps(p, m, v); }
 SIMD_INLINE float vf_hmax(vf v) { return _mm512_reduce_max_ps(v); }
 SIMD_INLINE void vf_scatter(float *p, size_t stride, vmask m, vf v) {
