@@ -237,64 +237,80 @@ INLINE void exp_v(vf *x, const int n) {
     }
 }
 
-/* Both branches of ftv_erff, then a blend on |x| < FTV_ERF_SPLIT. */
+/* ftv_erff: each lane's interval from 2|x| truncated (past the last one, or NaN: INT_MIN, which
+ * the 8-entry lookup reads as interval 0, and the result is 1 there anyway), its coefficients
+ * looked up in registers, one polynomial. */
+_Static_assert(FTV_ERF_N == 8, "erf_v looks its coefficients up in 8-entry tables");
 INLINE void erf_v(vf *x, const int n) {
-    vf t[EXP_WAYS], z[EXP_WAYS], pa[EXP_WAYS], pb[EXP_WAYS];
+    vf t[EXP_WAYS], u[EXP_WAYS], p[EXP_WAYS];
+    vi idx[EXP_WAYS];
+    const vf centers = vf_table8(ftv_erf_center);
 #pragma GCC unroll 4
     for (int w = 0; w < n; w++) {
         t[w] = vf_abs(x[w]);
-        z[w] = vf_mul(t[w], t[w]);
-        pa[w] = vf_set1(ftv_erf_a[0]);
-        pb[w] = vf_set1(ftv_erf_b[0]);
+        idx[w] = vi_min(vf_trunc_i32(vf_mul(t[w], vf_set1(2.0f))), vi_set1(FTV_ERF_N - 1));
+        u[w] = vf_sub(t[w], vf_lookup8(centers, idx[w]));
+        p[w] = vf_lookup8(vf_table8(ftv_erf_coef[0]), idx[w]);
     }
-    for (int i = 1; i < FTV_ERF_A_N; i++)
+#pragma GCC unroll 6
+    for (int k = 1; k <= FTV_ERF_DEG; k++) {
+        const vf table = vf_table8(ftv_erf_coef[k]);
 #pragma GCC unroll 4
-        for (int w = 0; w < n; w++) pa[w] = vf_add(vf_mul(pa[w], z[w]), vf_set1(ftv_erf_a[i]));
-#pragma GCC unroll 4
-    for (int w = 0; w < n; w++) /* from here z holds u = min(|x|, clamp) - mid */
-        z[w] = vf_sub(vf_min(vf_set1(FTV_ERF_CLAMP), t[w]), vf_set1(FTV_ERF_MID));
-    for (int i = 1; i < FTV_ERF_B_N; i++)
-#pragma GCC unroll 4
-        for (int w = 0; w < n; w++) pb[w] = vf_add(vf_mul(pb[w], z[w]), vf_set1(ftv_erf_b[i]));
-    exp_v(pb, n);
-#pragma GCC unroll 4
-    for (int w = 0; w < n; w++) {
-        const vf ra = vf_add(t[w], vf_mul(t[w], pa[w])), rb = vf_sub(vf_set1(1.0f), pb[w]);
-        x[w] = vf_copysign(vf_select_lt(t[w], vf_set1(FTV_ERF_SPLIT), ra, rb), x[w]);
+        for (int w = 0; w < n; w++) p[w] = vf_add(vf_mul(p[w], u[w]), vf_lookup8(table, idx[w]));
     }
+#pragma GCC unroll 4
+    for (int w = 0; w < n; w++)
+        x[w] = vf_copysign(vf_select_lt(t[w], vf_set1(FTV_ERF_CLAMP), p[w], vf_set1(1.0f)), x[w]);
 }
 
 /* ---- norms and the quantizer --------------------------------------------------------- */
 
-/* The partial sums of a reduction, part[l] = sum over j = l (mod FTV_LANES) in order, of
- * f(x[j]) = x[j] - c (sq = 0) or (x[j] - c)^2 (sq = 1), c a constant. */
-INLINE void partial_sums(const float *x, int n, float c, const int sq, float part[FTV_LANES]) {
-    vf acc[RED];
-    const vf cv = vf_set1(c);
-    for (int u = 0; u < RED; u++) acc[u] = vf_zero();
-    int j = 0;
-    for (; j + FTV_VL <= n; j += FTV_VL) {
-        const vf d = vf_sub(vf_load(x + j), cv);
-        const int u = (j / FTV_VL) % RED;
-        acc[u] = vf_add(acc[u], sq ? vf_mul(d, d) : d);
-    }
-    for (int u = 0; u < RED; u++) vf_store(part + u * FTV_VL, acc[u]);
-    for (; j < n; j++) {
-        const float d = x[j] - c;
-        part[j % FTV_LANES] += sq ? d * d : d;
-    }
+/* The lanes [0, n - j) of a vector at element j (none when n <= j). */
+INLINE vmask lanes_left(int n, int j) { return vmask_first(n - j < 0 ? 0 : n - j > FTV_VL ? FTV_VL : n - j); }
+
+/* The sum of f(x[j]) = x[j] - c (sq = 0) or (x[j] - c)^2 (sq = 1) over j < n, c a constant, in
+ * the order of ftv_lanes_sum: RED accumulators added to in turn (no add waits for the one
+ * before), the last FTV_LANES elements masked (lanes past n keep their sums: no scalar tail). */
+/* ftv_lanes_sum of the RED accumulators of FTV_LANES partial sums: the same folds. */
+INLINE float fold_sum(vf *acc) {
+#pragma GCC unroll 4
+    for (int w = RED / 2; w >= 1; w /= 2)
+#pragma GCC unroll 4
+        for (int u = 0; u < w; u++) acc[u] = vf_add(acc[u], acc[u + w]);
+    return vf_fold_sum(acc[0]);
 }
 
-static float x86_rmsnorm_quant(const float *x, const ftv_fvec *g, float rms_eps, float quant_eps, int k, int8_t *q,
-                               int32_t *sum) {
-    float part[FTV_LANES];
-    partial_sums(x, k, 0.0f, 1, part);
-    const float r = 1.0f / sqrtf(ftv_lanes_sum(part) / (float)k + rms_eps);
+INLINE float reduce(const float *x, int n, float c, const int sq) {
+    vf acc[RED];
+    const vf cv = vf_set1(c);
+#pragma GCC unroll 8
+    for (int u = 0; u < RED; u++) acc[u] = vf_zero();
+    int j = 0;
+    for (; j + FTV_LANES <= n; j += FTV_LANES)
+#pragma GCC unroll 8
+        for (int u = 0; u < RED; u++) {
+            const vf d = vf_sub(vf_load(x + j + FTV_VL * u), cv);
+            acc[u] = vf_add(acc[u], sq ? vf_mul(d, d) : d);
+        }
+    if (j < n)
+#pragma GCC unroll 8
+        for (int u = 0; u < RED; u++) {
+            const vmask m = lanes_left(n, j + FTV_VL * u);
+            const vf d = vf_sub(vf_load_mask(x + j + FTV_VL * u, m), cv);
+            acc[u] = vf_add_mask(acc[u], m, sq ? vf_mul(d, d) : d);
+        }
+    return fold_sum(acc);
+}
+
+/* ftv_rmsnorm_quant with the kind of g (FP16 or FP32) a constant: loops without a branch. */
+INLINE float rmsnorm_quant_with(const float *x, const ftv_fvec *g, float rms_eps, float quant_eps, int k, int8_t *q,
+                                int32_t *sum, const int f16) {
+    const float r = 1.0f / sqrtf(reduce(x, k, 0.0f, 1) / (float)k + rms_eps);
     const vf rv = vf_set1(r);
     const int kv = k - k % FTV_VL;
     vf mx = vf_zero();
     int j;
-    for (j = 0; j < kv; j += FTV_VL) mx = vf_max(mx, vf_abs(vf_mul(vf_mul(vf_load(x + j), rv), vf_load_fvec(g, j))));
+    for (j = 0; j < kv; j += FTV_VL) mx = vf_max(mx, vf_abs(vf_mul(vf_mul(vf_load(x + j), rv), vf_load_fv(g, j, f16))));
     float amax = vf_hmax(mx);
     for (; j < k; j++) {
         const float a = fabsf(x[j] * r * ftv_fvec_get(g, j));
@@ -304,7 +320,7 @@ static float x86_rmsnorm_quant(const float *x, const ftv_fvec *g, float rms_eps,
     const vf sv = vf_set1(s), lo = vf_set1(-128.0f), hi = vf_set1(127.0f);
     vi total = vi_zero();
     for (j = 0; j < kv; j += FTV_VL) {
-        const vf v = vf_round(vf_mul(vf_mul(vf_mul(vf_load(x + j), rv), vf_load_fvec(g, j)), sv));
+        const vf v = vf_round(vf_mul(vf_mul(vf_mul(vf_load(x + j), rv), vf_load_fv(g, j, f16)), sv));
         const vi c = vf_to_i32(vf_min(vf_max(v, lo), hi));
         total = vi_add(total, c);
         vi_store_i8(q + j, c);
@@ -319,17 +335,20 @@ static float x86_rmsnorm_quant(const float *x, const ftv_fvec *g, float rms_eps,
     return s;
 }
 
+static float x86_rmsnorm_quant(const float *x, const ftv_fvec *g, float rms_eps, float quant_eps, int k, int8_t *q,
+                               int32_t *sum) {
+    if (g->is_f16) return rmsnorm_quant_with(x, g, rms_eps, quant_eps, k, q, sum, 1);
+    return rmsnorm_quant_with(x, g, rms_eps, quant_eps, k, q, sum, 0);
+}
+
 static void x86_layernorm(const float *x, const ftv_tmat *gamma, const ftv_tmat *beta, float eps, int n, float *out) {
     if (!gamma || !beta || !gamma->repack || !beta->repack) {
         ftv_layernorm(x, gamma, beta, eps, n, out);
         return;
     }
     const float *gv = (const float *)gamma->repack, *bv = (const float *)beta->repack;
-    float part[FTV_LANES];
-    partial_sums(x, n, 0.0f, 0, part);
-    const float mean = ftv_lanes_sum(part) / (float)n;
-    partial_sums(x, n, mean, 1, part);
-    const float r = 1.0f / sqrtf(ftv_lanes_sum(part) / (float)n + eps);
+    const float mean = reduce(x, n, 0.0f, 0) / (float)n;
+    const float r = 1.0f / sqrtf(reduce(x, n, mean, 1) / (float)n + eps);
     const vf mv = vf_set1(mean), rv = vf_set1(r);
     int j = 0;
     for (; j + FTV_VL <= n; j += FTV_VL) {
@@ -341,50 +360,51 @@ static void x86_layernorm(const float *x, const ftv_tmat *gamma, const ftv_tmat 
 
 /* ---- softmax and GELU ---------------------------------------------------------------- */
 
-/* exp of nv vectors of x from j0 (the last cut to the lanes of `last`) less the maximum, in
- * place, each added to the partial sums acc[(vector index) % RED]: lane l of the sums still adds
- * x[l], x[l + FTV_LANES], ... in order. */
-INLINE void exp_sum(float *x, int j0, const int nv, vmask last, vf mv, vf *acc) {
+/* x[j] = exp(x[j] - max) for the EXP_WAYS vectors from j0 (masked: lanes [0, n - j) of each),
+ * each added to its partial sums acc[w]. */
+INLINE void exp_sum(float *x, int j0, int n, const int masked, vf mv, vf *acc) {
     vf e[EXP_WAYS];
+    vmask m[EXP_WAYS];
 #pragma GCC unroll 4
-    for (int w = 0; w < nv; w++)
-        e[w] = vf_sub(w + 1 < nv ? vf_load(x + j0 + FTV_VL * w) : vf_load_mask(x + j0 + FTV_VL * w, last), mv);
-    exp_v(e, nv);
+    for (int w = 0; w < EXP_WAYS; w++) {
+        m[w] = lanes_left(n, j0 + FTV_VL * w);
+        e[w] = vf_sub(masked ? vf_load_mask(x + j0 + FTV_VL * w, m[w]) : vf_load(x + j0 + FTV_VL * w), mv);
+    }
+    exp_v(e, EXP_WAYS);
 #pragma GCC unroll 4
-    for (int w = 0; w < nv; w++) {
-        const int u = (j0 / FTV_VL + w) % RED;
-        if (w + 1 < nv) {
-            vf_store(x + j0 + FTV_VL * w, e[w]);
-            acc[u] = vf_add(acc[u], e[w]);
+    for (int w = 0; w < EXP_WAYS; w++) {
+        if (masked) {
+            vf_store_mask(x + j0 + FTV_VL * w, m[w], e[w]);
+            acc[w] = vf_add_mask(acc[w], m[w], e[w]);
         } else {
-            vf_store_mask(x + j0 + FTV_VL * w, last, e[w]);
-            acc[u] = vf_add_mask(acc[u], last, e[w]);
+            vf_store(x + j0 + FTV_VL * w, e[w]);
+            acc[w] = vf_add(acc[w], e[w]);
         }
     }
 }
 
-/* ftv_softmax of n floats whose maximum is mx: the exps in chains of EXP_WAYS vectors, the
- * last vector masked (no scalar tail), then the scaling by the inverse of their sum. */
+/* ftv_softmax of n floats whose maximum is mx: the exps EXP_WAYS vectors at a time (chains
+ * interleaved), the partial sums in the FTV_LANES order, the last FTV_LANES elements masked (no
+ * scalar tail), then the scaling by the inverse of their sum. */
+_Static_assert(RED % EXP_WAYS == 0, "exp_sum fills whole groups of partial sums");
 static void softmax_v(float *x, int n, float mx) {
-    const int nv = (n + FTV_VL - 1) / FTV_VL;
-    const vmask last = vmask_first(n - (nv - 1) * FTV_VL), all = vmask_first(FTV_VL);
     const vf mv = vf_set1(mx);
     vf acc[RED];
+#pragma GCC unroll 8
     for (int u = 0; u < RED; u++) acc[u] = vf_zero();
-    int v = 0;
-    for (; v + EXP_WAYS < nv; v += EXP_WAYS) exp_sum(x, v * FTV_VL, EXP_WAYS, all, mv, acc);
-    switch (nv - v) { /* 1 to EXP_WAYS vectors, the last one cut */
-    case 4: exp_sum(x, v * FTV_VL, 4, last, mv, acc); break;
-    case 3: exp_sum(x, v * FTV_VL, 3, last, mv, acc); break;
-    case 2: exp_sum(x, v * FTV_VL, 2, last, mv, acc); break;
-    default: exp_sum(x, v * FTV_VL, 1, last, mv, acc); break;
-    }
-    float part[FTV_LANES];
-    for (int u = 0; u < RED; u++) vf_store(part + u * FTV_VL, acc[u]);
-    const vf iv = vf_set1(1.0f / ftv_lanes_sum(part));
     int j = 0;
-    for (; j + FTV_VL <= n; j += FTV_VL) vf_store(x + j, vf_mul(vf_load(x + j), iv));
-    if (j < n) vf_store_mask(x + j, last, vf_mul(vf_load_mask(x + j, last), iv));
+    for (; j + FTV_LANES <= n; j += FTV_LANES)
+#pragma GCC unroll 2
+        for (int u = 0; u < RED; u += EXP_WAYS) exp_sum(x, j + FTV_VL * u, n, 0, mv, acc + u);
+    if (j < n)
+#pragma GCC unroll 2
+        for (int u = 0; u < RED; u += EXP_WAYS) exp_sum(x, j + FTV_VL * u, n, 1, mv, acc + u);
+    const vf iv = vf_set1(1.0f / fold_sum(acc));
+    for (j = 0; j + FTV_VL <= n; j += FTV_VL) vf_store(x + j, vf_mul(vf_load(x + j), iv));
+    if (j < n) {
+        const vmask m = lanes_left(n, j);
+        vf_store_mask(x + j, m, vf_mul(vf_load_mask(x + j, m), iv));
+    }
 }
 
 static void x86_gelu(float *x, int n) {
@@ -401,13 +421,13 @@ static void x86_gelu(float *x, int n) {
 #pragma GCC unroll 4
         for (int w = 0; w < EXP_WAYS; w++) vf_store(x + j + FTV_VL * w, vf_mul(vf_mul(half, v[w]), vf_add(one, e[w])));
     }
-    for (; j + FTV_VL <= n; j += FTV_VL) {
-        const vf v = vf_load(x + j);
+    for (; j < n; j += FTV_VL) { /* the last vector masked */
+        const vmask m = lanes_left(n, j);
+        const vf v = vf_load_mask(x + j, m);
         vf e = vf_mul(v, rsqrt2);
         erf_v(&e, 1);
-        vf_store(x + j, vf_mul(vf_mul(half, v), vf_add(one, e)));
+        vf_store_mask(x + j, m, vf_mul(vf_mul(half, v), vf_add(one, e)));
     }
-    ftv_gelu(x + j, n - j);
 }
 
 /* ---- attention ----------------------------------------------------------------------- */

@@ -44,6 +44,11 @@ SIMD_INLINE vf vf_copysign(vf mag, vf sign) { /* mag >= 0 */
 /* a < b ? x : y, lane by lane */
 SIMD_INLINE vf vf_select_lt(vf a, vf b, vf x, vf y) { return _mm256_blendv_ps(y, x, _mm256_cmp_ps(a, b, _CMP_LT_OQ)); }
 SIMD_INLINE vi vf_to_i32(vf a) { return _mm256_cvtps_epi32(a); } /* rounds to nearest, even */
+SIMD_INLINE vi vf_trunc_i32(vf a) { return _mm256_cvttps_epi32(a); } /* as C's (int); out of range: INT_MIN */
+SIMD_INLINE vi vi_min(vi a, vi b) { return _mm256_min_epi32(a, b); }
+/* An 8-entry table (t[0..7]) and the lookup table[idx & 7] in every lane */
+SIMD_INLINE vf vf_table8(const float *t) { return _mm256_loadu_ps(t); }
+SIMD_INLINE vf vf_lookup8(vf table, vi idx) { return _mm256_permutevar8x32_ps(table, idx); }
 SIMD_INLINE vf vi_to_f32(vi a) { return _mm256_cvtepi32_ps(a); }
 SIMD_INLINE vf vi_as_f32(vi a) { return _mm256_castsi256_ps(a); }
 SIMD_INLINE vi vi_load(const int32_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
@@ -71,6 +76,12 @@ SIMD_INLINE vf vf_add_mask(vf a, vmask m, vf b) { return _mm256_blendv_ps(a, _mm
 /* max(a, b) in the lanes of m, a in the others */
 SIMD_INLINE vf vf_max_mask(vf a, vmask m, vf b) { return _mm256_blendv_ps(a, _mm256_max_ps(a, b), _mm256_castsi256_ps(m)); }
 SIMD_INLINE void vf_store_mask(float *p, vmask m, vf v) { _mm256_maskstore_ps(p, m, v); }
+/* lanes[0] after lanes[i] += lanes[i + 4], then [i + 2], then [i + 1] (ftv_lanes_sum's folds) */
+SIMD_INLINE float vf_fold_sum(vf v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
 SIMD_INLINE float vf_hmax(vf v) { /* exact in any order: max of floats is one of them */
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     m = _mm_max_ps(m, _mm_movehl_ps(m, m));
@@ -85,11 +96,13 @@ SIMD_INLINE void vf_scatter(float *p, size_t stride, vmask m, vf v) {
     for (int l = 0; l < 8; l++)
         if (on[l]) p[(size_t)l * stride] = lane[l];
 }
-/* FTV_VL values of a file vector (FP16 or FP32) from index i; masked: lanes past m read nothing */
-SIMD_INLINE vf vf_load_fvec(const ftv_fvec *v, int i) {
-    if (v->is_f16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v->data + 2 * (size_t)i)));
+/* FTV_VL values of a file vector (FP16 or FP32) from index i; masked: lanes past m read nothing.
+ * vf_load_fv: the same with the kind as a constant (callers specialize their loops on it). */
+SIMD_INLINE vf vf_load_fv(const ftv_fvec *v, int i, const int f16) {
+    if (f16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(v->data + 2 * (size_t)i)));
     return _mm256_loadu_ps((const float *)(v->data + 4 * (size_t)i));
 }
+SIMD_INLINE vf vf_load_fvec(const ftv_fvec *v, int i) { return vf_load_fv(v, i, v->is_f16); }
 SIMD_INLINE vf vf_load_fvec_mask(const ftv_fvec *v, int i, vmask m, int n) {
     if (!v->is_f16) return _mm256_maskload_ps((const float *)(v->data + 4 * (size_t)i), m);
     uint16_t h[8] = {0};
@@ -124,6 +137,12 @@ SIMD_INLINE vf vf_copysign(vf mag, vf sign) {
 }
 SIMD_INLINE vf vf_select_lt(vf a, vf b, vf x, vf y) { return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(a, b, _CMP_LT_OQ), y, x); }
 SIMD_INLINE vi vf_to_i32(vf a) { return _mm512_cvtps_epi32(a); }
+SIMD_INLINE vi vf_trunc_i32(vf a) { return _mm512_cvttps_epi32(a); }
+SIMD_INLINE vi vi_min(vi a, vi b) { return _mm512_min_epi32(a, b); }
+SIMD_INLINE vf vf_table8(const float *t) { return _mm512_zextps256_ps512(_mm256_loadu_ps(t)); }
+SIMD_INLINE vf vf_lookup8(vf table, vi idx) { /* idx in [0, 8) or INT_MIN (low 4 bits 0) */
+    return _mm512_permutexvar_ps(idx, table);
+}
 SIMD_INLINE vf vi_to_f32(vi a) { return _mm512_cvtepi32_ps(a); }
 SIMD_INLINE vf vi_as_f32(vi a) { return _mm512_castsi512_ps(a); }
 SIMD_INLINE vi vi_load(const int32_t *p) { return _mm512_loadu_si512((const void *)p); }
@@ -140,15 +159,23 @@ SIMD_INLINE vf vf_add_mask(vf a, vmask m, vf b) { return _mm512_mask_add_ps(a, m
 SIMD_INLINE vf vf_max_mask(vf a, vmask m, vf b) { return _mm512_mask_max_ps(a, m, a, b); }
 SIMD_INLINE void vf_store_mask(float *p, vmask m, vf v) { _mm512_mask_storeu_ps(p, m, v); }
 SIMD_INLINE float vf_hmax(vf v) { return _mm512_reduce_max_ps(v); }
+/* lanes[0] after lanes[i] += lanes[i + 8], then [i + 4], [i + 2], [i + 1] (ftv_lanes_sum's folds) */
+SIMD_INLINE float vf_fold_sum(vf v) {
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
 SIMD_INLINE void vf_scatter(float *p, size_t stride, vmask m, vf v) {
     const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                            _mm512_set1_epi32((int)stride));
     _mm512_mask_i32scatter_ps(p, m, idx, v, 4);
 }
-SIMD_INLINE vf vf_load_fvec(const ftv_fvec *v, int i) {
-    if (v->is_f16) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v->data + 2 * (size_t)i)));
+SIMD_INLINE vf vf_load_fv(const ftv_fvec *v, int i, const int f16) {
+    if (f16) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(v->data + 2 * (size_t)i)));
     return _mm512_loadu_ps((const float *)(v->data + 4 * (size_t)i));
 }
+SIMD_INLINE vf vf_load_fvec(const ftv_fvec *v, int i) { return vf_load_fv(v, i, v->is_f16); }
 SIMD_INLINE vf vf_load_fvec_mask(const ftv_fvec *v, int i, vmask m, int n) {
     (void)n;
     if (v->is_f16) return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, v->data + 2 * (size_t)i));
