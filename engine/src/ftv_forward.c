@@ -111,9 +111,7 @@ static void split(int count, int align, int i, int n, int *lo, int *hi) {
 static void image_scales(ftv_model *m, const float *img, int i, int n) {
     const ftv_config *c = &m->cfg;
     for (int ch = i; ch < c->in_chans; ch += n) {
-        const float *p = img + (size_t)ch * c->img_h * c->img_w;
-        float amax = 0.0f;
-        for (int j = 0; j < c->img_h * c->img_w; j++) if (fabsf(p[j]) > amax) amax = fabsf(p[j]);
+        const float amax = m->kernels->absmax(img + (size_t)ch * c->img_h * c->img_w, c->img_h * c->img_w);
         m->s.img_s[ch] = 127.0f / (amax > m->quant_eps ? amax : m->quant_eps);
     }
 }
@@ -132,11 +130,8 @@ static void embed(ftv_model *m, const float *img, int t0, int t1, ftv_thread_sta
         int8_t *dst = s->img_q + (size_t)pi * kp;
         int y0 = (pi / gw) * ph, x0 = (pi % gw) * pw;
         for (int ch = 0; ch < C; ch++)
-            for (int dy = 0; dy < ph; dy++)
-                for (int dx = 0; dx < pw; dx++) {
-                    float v = rintf(img[((size_t)ch * H + y0 + dy) * W + x0 + dx] * s->img_s[ch]);
-                    *dst++ = (int8_t)(v > 127.0f ? 127 : (v < -128.0f ? -128 : (int)v));
-                }
+            for (int dy = 0; dy < ph; dy++, dst += pw)
+                m->kernels->quantize(img + ((size_t)ch * H + y0 + dy) * W + x0, pw, s->img_s[ch], dst);
     }
     if (p1 > p0)
         m->kernels->patch_gemm(&m->w.patch, 0, D, s->img_q + (size_t)p0 * kp, s->img_s, C, p1 - p0, &m->w.patch_cs,
@@ -146,8 +141,7 @@ static void embed(ftv_model *m, const float *img, int t0, int t1, ftv_thread_sta
         if (has_cls && t == 0)
             for (int j = 0; j < D; j++) x[j] = ftv_fvec_get(&m->w.cls, j);
         int p = (has_cls && no_embed_class) ? t - 1 : t; /* row of pos_embed, -1: none */
-        if (p < 0) continue;
-        for (int j = 0; j < D; j++) x[(size_t)t * D + j] += ftv_fvec_get(&m->w.pos, p * D + j);
+        if (p >= 0) m->kernels->add_fvec(x + (size_t)t * D, &m->w.pos, p * D, D);
     }
 }
 

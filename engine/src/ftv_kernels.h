@@ -76,6 +76,13 @@ void ftv_patch_gemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const f
 void ftv_layernorm(const float *x, const ftv_tmat *gamma, const ftv_tmat *beta, float eps, int n,
                    float *out);
 
+/* The image's per-channel quantizer and the position embedding:
+ * ftv_absmax = max |x[j]|; ftv_quantize: q[j] = rint(x[j] * s) clamped to int8; ftv_add_fvec:
+ * x[j] += v[i0 + j]; all for j < n. */
+float ftv_absmax(const float *x, int n);
+void ftv_quantize(const float *x, int n, float s, int8_t *q);
+void ftv_add_fvec(float *x, const ftv_fvec *v, int i0, int n);
+
 /* In-place softmax of n floats. */
 void ftv_softmax(float *x, int n);
 
@@ -110,6 +117,9 @@ typedef struct {
     void (*layernorm)(const float *x, const ftv_tmat *gamma, const ftv_tmat *beta, float eps, int n,
                       float *out);
     void (*gelu)(float *x, int n);
+    float (*absmax)(const float *x, int n);
+    void (*quantize)(const float *x, int n, float s, int8_t *q);
+    void (*add_fvec)(float *x, const ftv_fvec *v, int i0, int n);
     void (*attend)(const float *q, int ldq, const float *kt, int ldk, const float *v, int ldv,
                    int tokens, int hd, float scale, float *out, int ldo, int nq, float *scratch);
 } ftv_kernels;

@@ -123,6 +123,9 @@ const ftv_kernels ftv_kernels_avx512_set = {
     .rmsnorm_quant = x86_rmsnorm_quant,
     .layernorm = x86_layernorm,
     .gelu = x86_gelu,
+    .absmax = x86_absmax,
+    .quantize = x86_quantize,
+    .add_fvec = x86_add_fvec,
     .attend = x86_attend,
 };
 

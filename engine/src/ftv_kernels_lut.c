@@ -137,5 +137,8 @@ const ftv_kernels ftv_kernels_lut = {
     .rmsnorm_quant = ftv_rmsnorm_quant,
     .layernorm = ftv_layernorm,
     .gelu = ftv_gelu,
+    .absmax = ftv_absmax,
+    .quantize = ftv_quantize,
+    .add_fvec = ftv_add_fvec,
     .attend = ftv_attend,
 };

@@ -173,6 +173,23 @@ void ftv_layernorm(const float *x, const ftv_tmat *gamma, const ftv_tmat *beta, 
     }
 }
 
+float ftv_absmax(const float *x, int n) {
+    float amax = 0.0f;
+    for (int j = 0; j < n; j++) amax = fabsf(x[j]) > amax ? fabsf(x[j]) : amax;
+    return amax;
+}
+
+void ftv_quantize(const float *x, int n, float s, int8_t *q) {
+    for (int j = 0; j < n; j++) {
+        const float v = rintf(x[j] * s);
+        q[j] = (int8_t)(v > 127.0f ? 127 : (v < -128.0f ? -128 : (int)v));
+    }
+}
+
+void ftv_add_fvec(float *x, const ftv_fvec *v, int i0, int n) {
+    for (int j = 0; j < n; j++) x[j] += ftv_fvec_get(v, i0 + j);
+}
+
 void ftv_softmax(float *x, int n) {
     float mx = x[0];
     for (int j = 1; j < n; j++) if (x[j] > mx) mx = x[j];
@@ -231,5 +248,8 @@ const ftv_kernels ftv_kernels_scalar = {
     .rmsnorm_quant = ftv_rmsnorm_quant,
     .layernorm = ftv_layernorm,
     .gelu = ftv_gelu,
+    .absmax = ftv_absmax,
+    .quantize = ftv_quantize,
+    .add_fvec = ftv_add_fvec,
     .attend = ftv_attend,
 };

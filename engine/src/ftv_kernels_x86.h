@@ -358,6 +358,33 @@ static void x86_layernorm(const float *x, const ftv_tmat *gamma, const ftv_tmat 
     for (; j < n; j++) out[j] = (x[j] - mean) * r * gv[j] + bv[j];
 }
 
+/* ---- the image's quantizer and the position embedding -------------------------------- */
+
+static float x86_absmax(const float *x, int n) {
+    vf mx = vf_zero();
+    for (int j = 0; j < n; j += FTV_VL) mx = vf_max(mx, vf_abs(vf_load_mask(x + j, lanes_left(n, j))));
+    return vf_hmax(mx); /* exact in any order */
+}
+
+static void x86_quantize(const float *x, int n, float s, int8_t *q) {
+    const vf sv = vf_set1(s), lo = vf_set1(-128.0f), hi = vf_set1(127.0f);
+    int j = 0;
+    for (; j + FTV_VL <= n; j += FTV_VL)
+        vi_store_i8(q + j, vf_to_i32(vf_min(vf_max(vf_round(vf_mul(vf_load(x + j), sv)), lo), hi)));
+    ftv_quantize(x + j, n - j, s, q + j);
+}
+
+INLINE void add_fvec_with(float *x, const ftv_fvec *v, int i0, int n, const int f16) {
+    int j = 0;
+    for (; j + FTV_VL <= n; j += FTV_VL) vf_store(x + j, vf_add(vf_load(x + j), vf_load_fv(v, i0 + j, f16)));
+    for (; j < n; j++) x[j] += ftv_fvec_get(v, i0 + j);
+}
+
+static void x86_add_fvec(float *x, const ftv_fvec *v, int i0, int n) {
+    if (v->is_f16) add_fvec_with(x, v, i0, n, 1);
+    else add_fvec_with(x, v, i0, n, 0);
+}
+
 /* ---- softmax and GELU ---------------------------------------------------------------- */
 
 /* x[j] = exp(x[j] - max) for the EXP_WAYS vectors from j0 (masked: lanes [0, n - j) of each),

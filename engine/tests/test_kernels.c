@@ -292,6 +292,32 @@ static void test_simd_gelu(void) {
     free(a), free(b);
 }
 
+/* The image quantizer and the position embedding: absmax, quantize, add_fvec. */
+static void test_simd_image_kernels(void) {
+    const int n = 77;
+    float x[77], a[77], b[77];
+    uint16_t v16[80];
+    float v32[80];
+    int8_t q0[77], q1[77];
+    for (int j = 0; j < n; j++) x[j] = frand(-300.0f, 300.0f) * (j % 9 ? 0.01f : 1.0f);
+    x[5] = 126.5f / 0.5f, x[6] = -128.5f / 0.5f; /* ties and the clamp at scale 0.5 */
+    for (int j = 0; j < 80; j++) v32[j] = ftv_f16_to_f32(v16[j] = (uint16_t)(0x2000 + rnd(0x5000)));
+    for (int len = 0; len <= n; len += 11) {
+        CHECK(ftv_kernels_scalar.absmax(x, len) == simd->absmax(x, len), "%s absmax %d", simd->name, len);
+        ftv_kernels_scalar.quantize(x, len, 0.5f, q0);
+        simd->quantize(x, len, 0.5f, q1);
+        CHECK(memcmp(q0, q1, (size_t)len) == 0, "%s quantize %d", simd->name, len);
+        for (int f16 = 0; f16 <= 1; f16++) {
+            const ftv_fvec v = {f16 ? (const uint8_t *)v16 : (const uint8_t *)v32, f16, 80};
+            memcpy(a, x, sizeof x), memcpy(b, x, sizeof x);
+            ftv_kernels_scalar.add_fvec(a, &v, 3, len);
+            simd->add_fvec(b, &v, 3, len);
+            CHECK(memcmp(a, b, sizeof a) == 0, "%s add_fvec %d f16 %d", simd->name, len, f16);
+        }
+    }
+    CHECK(q0[5] == 126 && q0[6] == -128, "quantize ties to even and clamps: %d %d", q0[5], q0[6]);
+}
+
 static void test_simd_attend(void) {
     /* tokens, hd, queries; also whole and partial 64-key blocks and 16-lane head dimensions
      * of the AVX-512 kernel, and a softmax with 8 to 15 keys past the last 16 */
@@ -411,6 +437,7 @@ int main(void) {
         RUN(test_simd_rmsnorm_quant());
         RUN(test_simd_layernorm());
         RUN(test_simd_gelu());
+        RUN(test_simd_image_kernels());
         RUN(test_simd_attend());
     }
     CHECK(ftv_kernels_by_name("nonesuch") == NULL && ftv_kernels_by_name("scalar") == &ftv_kernels_scalar, "by name");
