@@ -53,8 +53,9 @@ size_t ftv_state_layout(ftv_model *m, void *arena) {
     const int wide = m->kernels->wide;
     if (wide) CARVE(s->xsum, T * 4); /* the SIMD GEMMs' activation sums; the scalar ones need none */
     else if (a) s->xsum = NULL;
+    const size_t rowmax = D > H ? D : H; /* a normalized row; the wide sets' norm_quant takes two of D */
     for (size_t i = 0; i < n; i++) {
-        CARVE(m->ts[i].row, (D > H ? D : H) * 4);
+        CARVE(m->ts[i].row, (wide && FTV_NORM_ROWS * D > rowmax ? FTV_NORM_ROWS * D : rowmax) * 4);
         CARVE(m->ts[i].gemm, m->kernels->gemm_scratch((int)K, (int)T));
         CARVE(m->ts[i].attend, FTV_ATTEND_SCRATCH(ldk, hd) * 4);
     }
@@ -176,10 +177,8 @@ static void attention(ftv_model *m, const ftv_block *b, int i, int n, int t0, in
     ftv_state *s = &m->s;
     ftv_thread_state *ts = &m->ts[i];
     FTV_PHASE(&ts->prof, FTV_PHASE_NORM);
-    for (int t = t0; t < t1; t++) {
-        k->layernorm(s->x + (size_t)t * D, &b->norm1_g, &b->norm1_b, m->ln_eps, D, ts->row);
-        s->xs[t] = k->rmsnorm_quant(ts->row, &b->qkv_rms, m->rms_eps, m->quant_eps, D, s->xq + (size_t)t * D, at(s->xsum, t));
-    }
+    k->norm_quant(s->x + (size_t)t0 * D, D, t1 - t0, &b->norm1_g, &b->norm1_b, m->ln_eps, &b->qkv_rms, m->rms_eps,
+                  m->quant_eps, D, s->xq + (size_t)t0 * D, s->xs + t0, at(s->xsum, t0), ts->row);
     barrier(m, ts); /* the qkv input of every token is ready */
     const int whole = heads / n * n; /* heads taken whole, one thread each */
     for (int h = i; h < whole; h += n) {
@@ -198,9 +197,8 @@ static void attention(ftv_model *m, const ftv_block *b, int i, int n, int t0, in
     }
     barrier(m, ts); /* every head's output is in o */
     FTV_PHASE(&ts->prof, FTV_PHASE_NORM);
-    for (int t = t0; t < t1; t++)
-        s->xs[t] = k->rmsnorm_quant(s->o + (size_t)t * D, &b->proj_rms, m->rms_eps, m->quant_eps, D,
-                                    s->xq + (size_t)t * D, at(s->xsum, t));
+    k->norm_quant(s->o + (size_t)t0 * D, D, t1 - t0, NULL, NULL, 0.0f, &b->proj_rms, m->rms_eps, m->quant_eps, D,
+                  s->xq + (size_t)t0 * D, s->xs + t0, at(s->xsum, t0), ts->row);
     barrier(m, ts); /* o is read: the MLP tiles may overwrite it */
     FTV_PHASE(&ts->prof, FTV_PHASE_GEMM);
     if (t1 > t0)
@@ -219,20 +217,15 @@ static void mlp(ftv_model *m, const ftv_block *b, int i, int t0, int t1) {
     for (int a = t0; a < t1; a += tile) {
         const int nt = t1 - a < tile ? t1 - a : tile;
         FTV_PHASE(&ts->prof, FTV_PHASE_NORM);
-        for (int r = 0; r < nt; r++) {
-            k->layernorm(s->x + (size_t)(a + r) * D, &b->norm2_g, &b->norm2_b, m->ln_eps, D, ts->row);
-            s->xs[a + r] = k->rmsnorm_quant(ts->row, &b->fc1_rms, m->rms_eps, m->quant_eps, D, s->xq + (size_t)(a + r) * D,
-                                            at(s->xsum, a + r));
-        }
+        k->norm_quant(s->x + (size_t)a * D, D, nt, &b->norm2_g, &b->norm2_b, m->ln_eps, &b->fc1_rms, m->rms_eps,
+                      m->quant_eps, D, s->xq + (size_t)a * D, s->xs + a, at(s->xsum, a), ts->row);
         FTV_PHASE(&ts->prof, FTV_PHASE_GEMM);
         k->tgemm(&b->fc1, 0, H, s->xq + (size_t)a * D, s->xs + a, at(s->xsum, a), nt, ts->hid, H, 1, ts->gemm, 0, NULL);
         FTV_PHASE(&ts->prof, FTV_PHASE_GELU);
         k->gelu(ts->hid, nt * H);
         FTV_PHASE(&ts->prof, FTV_PHASE_NORM);
-        for (int r = 0; r < nt; r++) {
-            ts->hs[r] = k->rmsnorm_quant(ts->hid + (size_t)r * H, &b->fc2_rms, m->rms_eps, m->quant_eps, H,
-                                         ts->hq + (size_t)r * H, at(ts->hsum, r));
-        }
+        k->norm_quant(ts->hid, H, nt, NULL, NULL, 0.0f, &b->fc2_rms, m->rms_eps, m->quant_eps, H, ts->hq, ts->hs,
+                      ts->hsum, ts->row);
         FTV_PHASE(&ts->prof, FTV_PHASE_GEMM);
         k->tgemm(&b->fc2, 0, D, ts->hq, ts->hs, ts->hsum, nt, s->x + (size_t)a * D, D, 1, ts->gemm, 1, &b->ls2);
     }
@@ -268,7 +261,8 @@ static void head(ftv_model *m, float *logits) {
         k->layernorm(pooled, &m->w.fcn_g, &m->w.fcn_b, m->ln_eps, D, row);
         memcpy(pooled, row, (size_t)D * sizeof(float));
     }
-    s->xs[0] = k->rmsnorm_quant(pooled, &m->w.head_rms, m->rms_eps, m->quant_eps, D, s->xq, s->xsum);
+    k->norm_quant(pooled, D, 1, NULL, NULL, 0.0f, &m->w.head_rms, m->rms_eps, m->quant_eps, D, s->xq, s->xs, s->xsum,
+                  row);
     k->tgemm(&m->w.head, 0, c->num_classes, s->xq, s->xs, s->xsum, 1, logits, c->num_classes, 1, m->ts[0].gemm, 0, NULL);
 }
 

@@ -56,6 +56,15 @@ float ftv_tvec_get(const ftv_tmat *m, int i);
 float ftv_rmsnorm_quant(const float *x, const ftv_fvec *g, float rms_eps, float quant_eps,
                         int k, int8_t *q, int32_t *sum);
 
+/* The int8 input of a BitLinear, row by row: for r < rows, the row x + r * ldx (n floats),
+ * LayerNorm'd first when ln_g is not NULL (ln_g, ln_b: its ternary gamma and beta; the output
+ * in scratch, FTV_NORM_ROWS rows of n floats), then ftv_rmsnorm_quant with g into q + r * n,
+ * s[r] and sum[r] (sum may be NULL in the scalar sets). */
+#define FTV_NORM_ROWS 2 /* the most rows a set's norm_quant normalizes at once (scratch rows) */
+void ftv_norm_quant(const float *x, size_t ldx, int rows, const ftv_tmat *ln_g, const ftv_tmat *ln_b, float ln_eps,
+                    const ftv_fvec *g, float rms_eps, float quant_eps, int n, int8_t *q, float *s, int32_t *sum,
+                    float *scratch);
+
 /* Ternary x int8 GEMM, for t < tokens and o in [o0, o1):
  *   y[t*ldt + (o - o0)*ldo] = (sum_j xq[t*k + j] * w[o][j]) / (xs[t] * w.scale),
  * ldo = 1 giving token rows, ldt = 1 the transpose (keys for attention). xsum[t] is the sum
@@ -112,8 +121,9 @@ typedef struct {
     void (*patch_gemm)(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const float *xs,
                        int chans, int tokens, const ftv_fvec *cs, const ftv_fvec *bias, float *y,
                        int ldy, void *scratch);
-    float (*rmsnorm_quant)(const float *x, const ftv_fvec *g, float rms_eps, float quant_eps, int k,
-                           int8_t *q, int32_t *sum);
+    void (*norm_quant)(const float *x, size_t ldx, int rows, const ftv_tmat *ln_g, const ftv_tmat *ln_b,
+                       float ln_eps, const ftv_fvec *g, float rms_eps, float quant_eps, int n, int8_t *q, float *s,
+                       int32_t *sum, float *scratch);
     void (*layernorm)(const float *x, const ftv_tmat *gamma, const ftv_tmat *beta, float eps, int n,
                       float *out);
     void (*gelu)(float *x, int n);

@@ -31,6 +31,19 @@ float ftv_rmsnorm_quant(const float *x, const ftv_fvec *g, float rms_eps, float 
     return s;
 }
 
+void ftv_norm_quant(const float *x, size_t ldx, int rows, const ftv_tmat *ln_g, const ftv_tmat *ln_b, float ln_eps,
+                    const ftv_fvec *g, float rms_eps, float quant_eps, int n, int8_t *q, float *s, int32_t *sum,
+                    float *scratch) {
+    for (int r = 0; r < rows; r++) {
+        const float *h = x + (size_t)r * ldx;
+        if (ln_g) {
+            ftv_layernorm(h, ln_g, ln_b, ln_eps, n, scratch);
+            h = scratch;
+        }
+        s[r] = ftv_rmsnorm_quant(h, g, rms_eps, quant_eps, n, q + (size_t)r * n, sum ? sum + r : NULL);
+    }
+}
+
 /* dot_tg: s[i] = sum_j a[i][j] * w[j] for TG tokens, in int32: exact (|s| <= 128 * k,
  * k < 2^24), so any order of the products gives the same sums. TG tokens per pass over a
  * decoded row: every weight load serves TG of them; TG is as large as the sums, pointers and
@@ -245,7 +258,7 @@ const ftv_kernels ftv_kernels_scalar = {
     .repack = ftv_repack_none,
     .tgemm = ftv_tgemm_strided,
     .patch_gemm = ftv_patch_gemm,
-    .rmsnorm_quant = ftv_rmsnorm_quant,
+    .norm_quant = ftv_norm_quant,
     .layernorm = ftv_layernorm,
     .gelu = ftv_gelu,
     .absmax = ftv_absmax,

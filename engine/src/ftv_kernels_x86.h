@@ -268,9 +268,6 @@ INLINE void erf_v(vf *x, const int n) {
 /* The lanes [0, n - j) of a vector at element j (none when n <= j). */
 INLINE vmask lanes_left(int n, int j) { return vmask_first(n - j < 0 ? 0 : n - j > FTV_VL ? FTV_VL : n - j); }
 
-/* The sum of f(x[j]) = x[j] - c (sq = 0) or (x[j] - c)^2 (sq = 1) over j < n, c a constant, in
- * the order of ftv_lanes_sum: RED accumulators added to in turn (no add waits for the one
- * before), the last FTV_LANES elements masked (lanes past n keep their sums: no scalar tail). */
 /* ftv_lanes_sum of the RED accumulators of FTV_LANES partial sums: the same folds. */
 INLINE float fold_sum(vf *acc) {
 #pragma GCC unroll 4
@@ -280,65 +277,153 @@ INLINE float fold_sum(vf *acc) {
     return vf_fold_sum(acc[0]);
 }
 
-INLINE float reduce(const float *x, int n, float c, const int sq) {
-    vf acc[RED];
-    const vf cv = vf_set1(c);
+/* For each of nr rows x + r * ldx (n floats), the sum of f(x[j]) = x[j] - c[r] (sq = 0) or
+ * (x[j] - c[r])^2 (sq = 1) in the order of ftv_lanes_sum: RED accumulators a row added to in
+ * turn (no add waits for the one before), the rows in lockstep, the last FTV_LANES elements
+ * masked (lanes past n keep their sums: no scalar tail). */
+INLINE void reduce_rows(const float *x, size_t ldx, const int nr, int n, const float *c, const int sq, float *out) {
+    vf acc[2][RED];
+#pragma GCC unroll 2
+    for (int r = 0; r < nr; r++)
 #pragma GCC unroll 8
-    for (int u = 0; u < RED; u++) acc[u] = vf_zero();
+        for (int u = 0; u < RED; u++) acc[r][u] = vf_zero();
     int j = 0;
     for (; j + FTV_LANES <= n; j += FTV_LANES)
 #pragma GCC unroll 8
-        for (int u = 0; u < RED; u++) {
-            const vf d = vf_sub(vf_load(x + j + FTV_VL * u), cv);
-            acc[u] = vf_add(acc[u], sq ? vf_mul(d, d) : d);
-        }
+        for (int u = 0; u < RED; u++)
+#pragma GCC unroll 2
+            for (int r = 0; r < nr; r++) {
+                const vf d = vf_sub(vf_load(x + r * ldx + j + FTV_VL * u), vf_set1(c[r]));
+                acc[r][u] = vf_add(acc[r][u], sq ? vf_mul(d, d) : d);
+            }
     if (j < n)
 #pragma GCC unroll 8
         for (int u = 0; u < RED; u++) {
             const vmask m = lanes_left(n, j + FTV_VL * u);
-            const vf d = vf_sub(vf_load_mask(x + j + FTV_VL * u, m), cv);
-            acc[u] = vf_add_mask(acc[u], m, sq ? vf_mul(d, d) : d);
+#pragma GCC unroll 2
+            for (int r = 0; r < nr; r++) {
+                const vf d = vf_sub(vf_load_mask(x + r * ldx + j + FTV_VL * u, m), vf_set1(c[r]));
+                acc[r][u] = vf_add_mask(acc[r][u], m, sq ? vf_mul(d, d) : d);
+            }
         }
-    return fold_sum(acc);
+#pragma GCC unroll 2
+    for (int r = 0; r < nr; r++) out[r] = fold_sum(acc[r]);
 }
 
-/* ftv_rmsnorm_quant with the kind of g (FP16 or FP32) a constant: loops without a branch. */
-INLINE float rmsnorm_quant_with(const float *x, const ftv_fvec *g, float rms_eps, float quant_eps, int k, int8_t *q,
-                                int32_t *sum, const int f16) {
-    const float r = 1.0f / sqrtf(reduce(x, k, 0.0f, 1) / (float)k + rms_eps);
-    const vf rv = vf_set1(r);
-    const int kv = k - k % FTV_VL;
-    vf mx = vf_zero();
-    int j;
-    for (j = 0; j < kv; j += FTV_VL) mx = vf_max(mx, vf_abs(vf_mul(vf_mul(vf_load(x + j), rv), vf_load_fv(g, j, f16))));
-    float amax = vf_hmax(mx);
-    for (; j < k; j++) {
-        const float a = fabsf(x[j] * r * ftv_fvec_get(g, j));
-        if (a > amax) amax = a;
+/* norm_quant on nr (1 or 2) rows in lockstep, so that their chains of dependent steps (sums,
+ * square roots, maxima, divisions) overlap; ln: a LayerNorm first (gamma gv, beta bv as floats),
+ * its output in scratch (nr rows of n), whose RMSNorm sums of squares the same pass takes; f16:
+ * the kind of g. Every value is the scalar kernels' (ftv_layernorm, ftv_rmsnorm_quant). */
+INLINE void norm_quant_n(const float *x, size_t ldx, const int nr, const int ln, const float *gv, const float *bv,
+                         float ln_eps, const ftv_fvec *g, const int f16, float rms_eps, float quant_eps, int n,
+                         int8_t *q, float *s, int32_t *sum, float *scratch) {
+    const float zero[2] = {0.0f, 0.0f};
+    const float *h = x; /* the RMSNorm input rows, h + r * ldh */
+    size_t ldh = ldx;
+    float ss[2];
+    if (ln) {
+        float mean[2], var[2];
+        reduce_rows(x, ldx, nr, n, zero, 0, mean);
+#pragma GCC unroll 2
+        for (int r = 0; r < nr; r++) mean[r] /= (float)n;
+        reduce_rows(x, ldx, nr, n, mean, 1, var);
+        vf mv[2], rv[2], acc[2][RED];
+#pragma GCC unroll 2
+        for (int r = 0; r < nr; r++) {
+            mv[r] = vf_set1(mean[r]);
+            rv[r] = vf_set1(1.0f / sqrtf(var[r] / (float)n + ln_eps));
+#pragma GCC unroll 8
+            for (int u = 0; u < RED; u++) acc[r][u] = vf_zero();
+        }
+        for (int j = 0; j < n; j += FTV_LANES) /* out = (x - mean) * r * gamma + beta, and its squares */
+#pragma GCC unroll 8
+            for (int u = 0; u < RED; u++) {
+                const int at = j + FTV_VL * u;
+                const vmask m = lanes_left(n, at);
+                const vf gu = vf_load_mask(gv + at, m), bu = vf_load_mask(bv + at, m);
+#pragma GCC unroll 2
+                for (int r = 0; r < nr; r++) {
+                    const vf o = vf_add(vf_mul(vf_mul(vf_sub(vf_load_mask(x + r * ldx + at, m), mv[r]), rv[r]), gu), bu);
+                    vf_store_mask(scratch + (size_t)r * n + at, m, o);
+                    acc[r][u] = vf_add_mask(acc[r][u], m, vf_mul(o, o));
+                }
+            }
+#pragma GCC unroll 2
+        for (int r = 0; r < nr; r++) ss[r] = fold_sum(acc[r]);
+        h = scratch, ldh = (size_t)n;
+    } else {
+        reduce_rows(x, ldx, nr, n, zero, 1, ss);
     }
-    const float s = 127.0f / (amax > quant_eps ? amax : quant_eps);
-    const vf sv = vf_set1(s), lo = vf_set1(-128.0f), hi = vf_set1(127.0f);
-    vi total = vi_zero();
-    for (j = 0; j < kv; j += FTV_VL) {
-        const vf v = vf_round(vf_mul(vf_mul(vf_mul(vf_load(x + j), rv), vf_load_fv(g, j, f16)), sv));
-        const vi c = vf_to_i32(vf_min(vf_max(v, lo), hi));
-        total = vi_add(total, c);
-        vi_store_i8(q + j, c);
+    vf rr[2], mx[2][2];
+#pragma GCC unroll 2
+    for (int r = 0; r < nr; r++) {
+        rr[r] = vf_set1(1.0f / sqrtf(ss[r] / (float)n + rms_eps));
+        mx[r][0] = mx[r][1] = vf_zero();
     }
-    int32_t t = vi_sum(total);
-    for (; j < k; j++) {
-        const float v = rintf(x[j] * r * ftv_fvec_get(g, j) * s);
-        q[j] = (int8_t)(v > 127.0f ? 127 : (v < -128.0f ? -128 : (int)v));
-        t += q[j];
+    int j = 0; /* |h r g|, two maxima a row in turn */
+    for (; j + 2 * FTV_VL <= n; j += 2 * FTV_VL)
+#pragma GCC unroll 2
+        for (int a = 0; a < 2; a++) {
+            const vf gj = vf_load_fv(g, j + FTV_VL * a, f16);
+#pragma GCC unroll 2
+            for (int r = 0; r < nr; r++)
+                mx[r][a] = vf_max(mx[r][a], vf_abs(vf_mul(vf_mul(vf_load(h + r * ldh + j + FTV_VL * a), rr[r]), gj)));
+        }
+    for (; j < n; j += FTV_VL) { /* masked lanes read 0: |0| changes no maximum */
+        const vmask m = lanes_left(n, j);
+        const vf gj = vf_load_fvec_mask(g, j, m, n - j);
+#pragma GCC unroll 2
+        for (int r = 0; r < nr; r++)
+            mx[r][0] = vf_max(mx[r][0], vf_abs(vf_mul(vf_mul(vf_load_mask(h + r * ldh + j, m), rr[r]), gj)));
     }
-    *sum = t;
-    return s;
+    vf sv[2];
+    vi total[2];
+    const vf lo = vf_set1(-128.0f), hi = vf_set1(127.0f);
+#pragma GCC unroll 2
+    for (int r = 0; r < nr; r++) {
+        const float amax = vf_hmax(vf_max(mx[r][0], mx[r][1]));
+        s[r] = 127.0f / (amax > quant_eps ? amax : quant_eps);
+        sv[r] = vf_set1(s[r]);
+        total[r] = vi_zero();
+    }
+    for (j = 0; j < n; j += FTV_VL) { /* q = clamp(rint(h r g s)); masked lanes give 0 */
+        const vmask m = lanes_left(n, j);
+        const vf gj = j + FTV_VL <= n ? vf_load_fv(g, j, f16) : vf_load_fvec_mask(g, j, m, n - j);
+#pragma GCC unroll 2
+        for (int r = 0; r < nr; r++) {
+            const vf hj = j + FTV_VL <= n ? vf_load(h + r * ldh + j) : vf_load_mask(h + r * ldh + j, m);
+            const vi c = vf_to_i32(vf_min(vf_max(vf_round(vf_mul(vf_mul(vf_mul(hj, rr[r]), gj), sv[r])), lo), hi));
+            total[r] = vi_add(total[r], c);
+            vi_store_i8_n(q + (size_t)r * n + j, c, m, n - j);
+        }
+    }
+#pragma GCC unroll 2
+    for (int r = 0; r < nr; r++) sum[r] = vi_sum(total[r]);
 }
 
-static float x86_rmsnorm_quant(const float *x, const ftv_fvec *g, float rms_eps, float quant_eps, int k, int8_t *q,
-                               int32_t *sum) {
-    if (g->is_f16) return rmsnorm_quant_with(x, g, rms_eps, quant_eps, k, q, sum, 1);
-    return rmsnorm_quant_with(x, g, rms_eps, quant_eps, k, q, sum, 0);
+INLINE void norm_quant_with(const float *x, size_t ldx, int rows, const ftv_tmat *ln_g, const ftv_tmat *ln_b,
+                            float ln_eps, const ftv_fvec *g, const int f16, float rms_eps, float quant_eps, int n,
+                            int8_t *q, float *s, int32_t *sum, float *scratch) {
+    const int ln = ln_g != NULL;
+    const float *gv = ln ? (const float *)ln_g->repack : NULL, *bv = ln ? (const float *)ln_b->repack : NULL;
+    int r = 0;
+    for (; r + 2 <= rows; r += 2)
+        norm_quant_n(x + r * ldx, ldx, 2, ln, gv, bv, ln_eps, g, f16, rms_eps, quant_eps, n, q + (size_t)r * n, s + r,
+                     sum + r, scratch);
+    if (r < rows)
+        norm_quant_n(x + r * ldx, ldx, 1, ln, gv, bv, ln_eps, g, f16, rms_eps, quant_eps, n, q + (size_t)r * n, s + r,
+                     sum + r, scratch);
+}
+
+static void x86_norm_quant(const float *x, size_t ldx, int rows, const ftv_tmat *ln_g, const ftv_tmat *ln_b,
+                           float ln_eps, const ftv_fvec *g, float rms_eps, float quant_eps, int n, int8_t *q, float *s,
+                           int32_t *sum, float *scratch) {
+    if (ln_g && (!ln_g->repack || !ln_b->repack)) { /* LayerNorm vectors not as floats: the scalar kernels */
+        ftv_norm_quant(x, ldx, rows, ln_g, ln_b, ln_eps, g, rms_eps, quant_eps, n, q, s, sum, scratch);
+        return;
+    }
+    if (g->is_f16) norm_quant_with(x, ldx, rows, ln_g, ln_b, ln_eps, g, 1, rms_eps, quant_eps, n, q, s, sum, scratch);
+    else norm_quant_with(x, ldx, rows, ln_g, ln_b, ln_eps, g, 0, rms_eps, quant_eps, n, q, s, sum, scratch);
 }
 
 static void x86_layernorm(const float *x, const ftv_tmat *gamma, const ftv_tmat *beta, float eps, int n, float *out) {
@@ -347,15 +432,18 @@ static void x86_layernorm(const float *x, const ftv_tmat *gamma, const ftv_tmat 
         return;
     }
     const float *gv = (const float *)gamma->repack, *bv = (const float *)beta->repack;
-    const float mean = reduce(x, n, 0.0f, 0) / (float)n;
-    const float r = 1.0f / sqrtf(reduce(x, n, mean, 1) / (float)n + eps);
+    const float zero = 0.0f;
+    float mean, var;
+    reduce_rows(x, 0, 1, n, &zero, 0, &mean);
+    mean /= (float)n;
+    reduce_rows(x, 0, 1, n, &mean, 1, &var);
+    const float r = 1.0f / sqrtf(var / (float)n + eps);
     const vf mv = vf_set1(mean), rv = vf_set1(r);
-    int j = 0;
-    for (; j + FTV_VL <= n; j += FTV_VL) {
-        const vf h = vf_mul(vf_sub(vf_load(x + j), mv), rv);
-        vf_store(out + j, vf_add(vf_mul(h, vf_load(gv + j)), vf_load(bv + j)));
+    for (int j = 0; j < n; j += FTV_VL) {
+        const vmask m = lanes_left(n, j);
+        const vf h = vf_mul(vf_sub(vf_load_mask(x + j, m), mv), rv);
+        vf_store_mask(out + j, m, vf_add(vf_mul(h, vf_load_mask(gv + j, m)), vf_load_mask(bv + j, m)));
     }
-    for (; j < n; j++) out[j] = (x[j] - mean) * r * gv[j] + bv[j];
 }
 
 /* ---- the image's quantizer and the position embedding -------------------------------- */

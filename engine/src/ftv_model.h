@@ -50,7 +50,7 @@ typedef struct {
 /* What each thread owns in the arena: scratch, and its buffers of the attention phase (one
  * head's keys and values) and of the MLP phase (a tile of its tokens), which share bytes. */
 typedef struct {
-    float *row;    /* (max(dim, hidden)) one normalized row */
+    float *row;    /* (max(dim, hidden), and FTV_NORM_ROWS * dim for the wide sets) normalized rows */
     void *gemm;    /* kernels->gemm_scratch(max k, tokens) bytes */
     float *attend; /* FTV_ATTEND_SCRATCH(ldk, head_dim) floats */
     float *kt;     /* (head_dim, ldk) keys of one head, transposed */

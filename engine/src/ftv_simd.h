@@ -67,6 +67,17 @@ SIMD_INLINE void vi_store_i8(int8_t *q, vi a) {
     const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
     _mm_storel_epi64((__m128i *)q, _mm_packs_epi16(w, w));
 }
+/* The first min(n, FTV_VL) lanes (those of m) as int8 at q */
+SIMD_INLINE void vi_store_i8_n(int8_t *q, vi a, vmask m, int n) {
+    (void)m;
+    if (n >= 8) {
+        vi_store_i8(q, a);
+        return;
+    }
+    int8_t b[8];
+    vi_store_i8(b, a);
+    memcpy(q, b, (size_t)n);
+}
 SIMD_INLINE vmask vmask_first(int n) { /* lanes [0, n) */
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
@@ -153,6 +164,10 @@ SIMD_INLINE vi vi_shl(vi a, int n) { return _mm512_slli_epi32(a, (unsigned)n); }
 SIMD_INLINE vi vi_zero(void) { return _mm512_setzero_si512(); }
 SIMD_INLINE int32_t vi_sum(vi a) { return _mm512_reduce_add_epi32(a); }
 SIMD_INLINE void vi_store_i8(int8_t *q, vi a) { _mm_storeu_si128((__m128i *)q, _mm512_cvtepi32_epi8(a)); }
+SIMD_INLINE void vi_store_i8_n(int8_t *q, vi a, vmask m, int n) {
+    (void)n;
+    _mm512_mask_cvtepi32_storeu_epi8(q, m, a);
+}
 SIMD_INLINE vmask vmask_first(int n) { return (vmask)(n >= 16 ? 0xFFFFu : (1u << n) - 1u); }
 SIMD_INLINE vf vf_load_mask(const float *p, vmask m) { return _mm512_maskz_loadu_ps(m, p); }
 SIMD_INLINE vf vf_add_mask(vf a, vmask m, vf b) { return _mm512_mask_add_ps(a, m, a, b); }

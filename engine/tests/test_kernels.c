@@ -234,26 +234,41 @@ static void test_simd_patch_gemm(void) {
         }
 }
 
-static void test_simd_rmsnorm_quant(void) {
+/* norm_quant (RMSNorm + int8, with and without a LayerNorm first) on 1 to 5 rows of every
+ * length, against the scalar set; and the sums of the codes. */
+static void test_simd_norm_quant(void) {
     const int ks[] = {1, 7, 8, 33, 100, 384, 1536};
     for (size_t c = 0; c < sizeof ks / sizeof ks[0]; c++)
-        for (int f16 = 0; f16 <= 1; f16++) {
-            const int k = ks[c];
-            float *x = malloc(sizeof(float) * k), *g32 = malloc(sizeof(float) * k);
+        for (int variant = 0; variant < 4; variant++) {
+            const int k = ks[c], f16 = variant & 1, ln = variant >> 1, rows = 1 + (int)(c + variant) % 5, ldx = k + 3;
+            float *x = malloc(sizeof(float) * rows * ldx), *g32 = malloc(sizeof(float) * k);
+            float *scratch = malloc(sizeof(float) * FTV_NORM_ROWS * k), s0[5], s1[5];
             uint16_t *g16 = malloc(2 * (size_t)k);
-            int8_t *q0 = malloc((size_t)k), *q1 = malloc((size_t)k);
-            for (int j = 0; j < k; j++) {
-                x[j] = frand(-3.0f, 3.0f) * (j % 17 == 0 ? 20.0f : 1.0f);
-                g32[j] = ftv_f16_to_f32(g16[j] = (uint16_t)(0x3400 + rnd(0x800)));
-            }
+            int8_t *q0 = malloc((size_t)rows * k), *q1 = malloc((size_t)rows * k);
+            for (int j = 0; j < rows * ldx; j++) x[j] = frand(-3.0f, 3.0f) * (j % 17 == 0 ? 20.0f : 1.0f);
+            for (int j = 0; j < k; j++) g32[j] = ftv_f16_to_f32(g16[j] = (uint16_t)(0x3400 + rnd(0x800)));
             ftv_fvec g = {f16 ? (const uint8_t *)g16 : (const uint8_t *)g32, f16, k};
-            int32_t sum0 = 0, sum1 = 1, want = 0;
-            float s0 = ftv_kernels_scalar.rmsnorm_quant(x, &g, 1e-5f, 1e-5f, k, q0, &sum0);
-            float s1 = simd->rmsnorm_quant(x, &g, 1e-5f, 1e-5f, k, q1, &sum1);
-            for (int j = 0; j < k; j++) want += q0[j];
-            CHECK(s0 == s1 && memcmp(q0, q1, (size_t)k) == 0, "%s rmsnorm_quant k %d f16 %d", simd->name, k, f16);
-            CHECK(sum0 == want && sum1 == want, "%s rmsnorm_quant sums k %d: %d %d, want %d", simd->name, k, sum0, sum1, want);
-            free(x), free(g32), free(g16), free(q0), free(q1);
+            tmat_fixture lg, lb;
+            fixture_make(&lg, FTV_KIND_TQ1, 1, k, 2, 1.7f);
+            fixture_make(&lb, FTV_KIND_TQ2, 1, k, 2, 3.1f);
+            void *gv = malloc(simd->repack(&lg.file, 1, NULL) + 4), *bv = malloc(simd->repack(&lb.file, 1, NULL) + 4);
+            if (simd->repack(&lg.file, 1, gv)) lg.fast.repack = gv;
+            if (simd->repack(&lb.file, 1, bv)) lb.fast.repack = bv;
+            int32_t sum0[5], sum1[5];
+            ftv_kernels_scalar.norm_quant(x, (size_t)ldx, rows, ln ? &lg.file : NULL, ln ? &lb.file : NULL, 1e-6f, &g,
+                                          1e-5f, 1e-5f, k, q0, s0, sum0, scratch);
+            simd->norm_quant(x, (size_t)ldx, rows, ln ? &lg.fast : NULL, ln ? &lb.fast : NULL, 1e-6f, &g, 1e-5f, 1e-5f,
+                             k, q1, s1, sum1, scratch);
+            CHECK(memcmp(s0, s1, sizeof(float) * rows) == 0 && memcmp(q0, q1, (size_t)rows * k) == 0,
+                  "%s norm_quant k %d f16 %d ln %d rows %d", simd->name, k, f16, ln, rows);
+            for (int r = 0; r < rows; r++) {
+                int32_t want = 0;
+                for (int j = 0; j < k; j++) want += q0[r * k + j];
+                CHECK(sum0[r] == want && sum1[r] == want, "%s norm_quant sums k %d row %d: %d %d, want %d", simd->name,
+                      k, r, sum0[r], sum1[r], want);
+            }
+            fixture_free(&lg), fixture_free(&lb);
+            free(gv), free(bv), free(x), free(g32), free(g16), free(q0), free(q1), free(scratch);
         }
 }
 
@@ -434,7 +449,7 @@ int main(void) {
         strcat(strcat(tested, " "), names[i]);
         RUN(test_simd_tgemm());
         RUN(test_simd_patch_gemm());
-        RUN(test_simd_rmsnorm_quant());
+        RUN(test_simd_norm_quant());
         RUN(test_simd_layernorm());
         RUN(test_simd_gelu());
         RUN(test_simd_image_kernels());
