@@ -477,17 +477,17 @@ static void x86_add_fvec(float *x, const ftv_fvec *v, int i0, int n) {
 
 /* x[j] = exp(x[j] - max) for the EXP_WAYS vectors from j0 (masked: lanes [0, n - j) of each),
  * each added to its partial sums acc[w]. */
-INLINE void exp_sum(float *x, int j0, int n, const int masked, vf mv, vf *acc) {
+INLINE void exp_sum(float *x, int j0, int n, const int nv, const int masked, vf mv, vf *acc) {
     vf e[EXP_WAYS];
     vmask m[EXP_WAYS];
 #pragma GCC unroll 4
-    for (int w = 0; w < EXP_WAYS; w++) {
+    for (int w = 0; w < nv; w++) {
         m[w] = lanes_left(n, j0 + FTV_VL * w);
         e[w] = vf_sub(masked ? vf_load_mask(x + j0 + FTV_VL * w, m[w]) : vf_load(x + j0 + FTV_VL * w), mv);
     }
-    exp_v(e, EXP_WAYS);
+    exp_v(e, nv);
 #pragma GCC unroll 4
-    for (int w = 0; w < EXP_WAYS; w++) {
+    for (int w = 0; w < nv; w++) {
         if (masked) {
             vf_store_mask(x + j0 + FTV_VL * w, m[w], e[w]);
             acc[w] = vf_add_mask(acc[w], m[w], e[w]);
@@ -499,9 +499,11 @@ INLINE void exp_sum(float *x, int j0, int n, const int masked, vf mv, vf *acc) {
 }
 
 /* ftv_softmax of n floats whose maximum is mx: the exps EXP_WAYS vectors at a time (chains
- * interleaved), the partial sums in the FTV_LANES order, the last FTV_LANES elements masked (no
- * scalar tail), then the scaling by the inverse of their sum. */
+ * interleaved), the partial sums in the FTV_LANES order, the vectors of the last FTV_LANES
+ * elements masked (no scalar tail; none past n computed), then the scaling by the inverse of
+ * their sum. */
 _Static_assert(RED % EXP_WAYS == 0, "exp_sum fills whole groups of partial sums");
+_Static_assert(ATT_KEY_VECS == 2 || ATT_KEY_VECS == 4, "scores_all's blocks");
 static void softmax_v(float *x, int n, float mx) {
     const vf mv = vf_set1(mx);
     vf acc[RED];
@@ -510,10 +512,14 @@ static void softmax_v(float *x, int n, float mx) {
     int j = 0;
     for (; j + FTV_LANES <= n; j += FTV_LANES)
 #pragma GCC unroll 2
-        for (int u = 0; u < RED; u += EXP_WAYS) exp_sum(x, j + FTV_VL * u, n, 0, mv, acc + u);
-    if (j < n)
-#pragma GCC unroll 2
-        for (int u = 0; u < RED; u += EXP_WAYS) exp_sum(x, j + FTV_VL * u, n, 1, mv, acc + u);
+        for (int u = 0; u < RED; u += EXP_WAYS) exp_sum(x, j + FTV_VL * u, n, EXP_WAYS, 0, mv, acc + u);
+    const int left = (n - j + FTV_VL - 1) / FTV_VL; /* vectors of the last, partial FTV_LANES */
+    for (int u = 0; u < left; u += EXP_WAYS) switch (left - u < EXP_WAYS ? left - u : EXP_WAYS) {
+        case 1: exp_sum(x, j + FTV_VL * u, n, 1, 1, mv, acc + u); break;
+        case 2: exp_sum(x, j + FTV_VL * u, n, 2, 1, mv, acc + u); break;
+        case 3: exp_sum(x, j + FTV_VL * u, n, 3, 1, mv, acc + u); break;
+        default: exp_sum(x, j + FTV_VL * u, n, 4, 1, mv, acc + u); break;
+        }
     const vf iv = vf_set1(1.0f / fold_sum(acc));
     for (j = 0; j + FTV_VL <= n; j += FTV_VL) vf_store(x + j, vf_mul(vf_load(x + j), iv));
     if (j < n) {
@@ -552,23 +558,23 @@ static void x86_gelu(float *x, int n) {
  * sit in the lanes, so each lane sums in the scalar kernel's order. */
 INLINE void scores(const float *qb, const int nq, const float *kt, size_t ldk, int hd, int j0, const int nv,
                    vmask last, float scale, float *sc, float *mx) {
-    vf acc[FTV_ATTEND_QUERIES][ATT_KEY_VECS];
-#pragma GCC unroll 4
+    vf acc[FTV_ATTEND_QUERIES][ATT_KEY_VECS + 1];
+#pragma GCC unroll 8
     for (int i = 0; i < nq; i++)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int u = 0; u < nv; u++) acc[i][u] = vf_zero();
     for (int d = 0; d < hd; d++) {
         const float *kd = kt + (size_t)d * ldk + j0;
-        vf kv[ATT_KEY_VECS];
-#pragma GCC unroll 4
+        vf kv[ATT_KEY_VECS + 1];
+#pragma GCC unroll 8
         for (int u = 0; u < nv; u++) {
             kv[u] = u + 1 < nv ? vf_load(kd + FTV_VL * u) : vf_load_mask(kd + FTV_VL * u, last);
             PIN(kv[u]);
         }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int i = 0; i < nq; i++) {
             const vf qd = vf_set1(qb[(size_t)i * hd + d]);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
             for (int u = 0; u < nv; u++) {
                 acc[i][u] = vf_add(acc[i][u], vf_mul(qd, kv[u]));
                 PIN(acc[i][u]);
@@ -576,9 +582,9 @@ INLINE void scores(const float *qb, const int nq, const float *kt, size_t ldk, i
         }
     }
     const vf s = vf_set1(scale);
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int i = 0; i < nq; i++)
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int u = 0; u < nv; u++) {
             float *dst = sc + (size_t)i * ldk + j0 + FTV_VL * u;
             const vf val = vf_mul(acc[i][u], s), m = vf_load(mx + FTV_VL * i); /* in memory: no register held */
@@ -595,18 +601,22 @@ INLINE void scores(const float *qb, const int nq, const float *kt, size_t ldk, i
 /* Scores of nq queries against all keys, and each query's maximum score in mx[i]. */
 INLINE void scores_all(const float *qb, const int nq, const float *kt, size_t ldk, int hd, int tokens, float scale,
                        float *sc, float *mx) {
-    const int block = ATT_KEY_VECS * FTV_VL;
     float m[FTV_ATTEND_QUERIES * FTV_VL];
     for (int i = 0; i < nq * FTV_VL; i++) m[i] = -INFINITY;
-    int j0 = 0; /* keys in whole blocks, then what is left in 1 to ATT_KEY_VECS vectors */
-    for (; j0 + block <= tokens; j0 += block) scores(qb, nq, kt, ldk, hd, j0, ATT_KEY_VECS, vmask_first(FTV_VL), scale, sc, m);
-    const int left = tokens - j0, nv = (left + FTV_VL - 1) / FTV_VL;
-    const vmask last = vmask_first(left - (nv - 1) * FTV_VL);
-    switch (nv) {
+    /* keys in blocks of ATT_KEY_VECS vectors; one vector left over joins the last block (a block
+     * of one vector is latency-bound: 197 keys on 16 lanes as 4 + 4 + 5 vectors, not 4 + 4 + 4 + 1) */
+    const int nv = (tokens + FTV_VL - 1) / FTV_VL, rest = nv % ATT_KEY_VECS;
+    const int whole = nv / ATT_KEY_VECS - (rest == 1 && nv > ATT_KEY_VECS);
+    const vmask all = vmask_first(FTV_VL), last = vmask_first(tokens - (nv - 1) * FTV_VL);
+    int j0 = 0;
+    for (int b = 0; b < whole; b++, j0 += ATT_KEY_VECS * FTV_VL)
+        scores(qb, nq, kt, ldk, hd, j0, ATT_KEY_VECS, j0 + ATT_KEY_VECS * FTV_VL < tokens ? all : last, scale, sc, m);
+    switch (nv - whole * ATT_KEY_VECS) { /* 0 to ATT_KEY_VECS + 1 vectors */
 #if ATT_KEY_VECS == 4
+    case 5: scores(qb, nq, kt, ldk, hd, j0, 5, last, scale, sc, m); break;
     case 4: scores(qb, nq, kt, ldk, hd, j0, 4, last, scale, sc, m); break;
-    case 3: scores(qb, nq, kt, ldk, hd, j0, 3, last, scale, sc, m); break;
 #endif
+    case 3: scores(qb, nq, kt, ldk, hd, j0, 3, last, scale, sc, m); break;
     case 2: scores(qb, nq, kt, ldk, hd, j0, 2, last, scale, sc, m); break;
     case 1: scores(qb, nq, kt, ldk, hd, j0, 1, last, scale, sc, m); break;
     default: break;
