@@ -59,11 +59,17 @@ typedef void (*tile_fn)(void *ctx, const uint8_t *panel, int rg, int nrg, int t0
 
 INLINE void sweep(const ftv_tmat *w, int o0, int o1, int tokens, uint8_t *panel, const int rgs, const int most,
                   tile_fn tile, void *ctx) {
-    const int tiles = (tokens + most - 1) / most;
-    for (int rg = o0 / FTV_RG; rg * FTV_RG < o1; rg += rgs) {
-        const int nrg = min_int(rgs, (o1 + FTV_RG - 1) / FTV_RG - rg);
-        decode_panel((const uint8_t *)w->repack, blocks_of(w->k), rg, nrg, panel);
+    const int tiles = (tokens + most - 1) / most, blocks = blocks_of(w->k);
+    const uint8_t *rp = (const uint8_t *)w->repack;
+    const int rg1 = (o1 + FTV_RG - 1) / FTV_RG;
+    for (int rg = o0 / FTV_RG; rg < rg1; rg += rgs) {
+        const int nrg = min_int(rgs, rg1 - rg);
+        decode_panel(rp, blocks, rg, nrg, panel);
+        /* the next panel's codes, a share before each tile: in cache when it is decoded */
+        const uint8_t *next = rp + (size_t)(rg + nrg) * (size_t)blocks * 32;
+        const int lines = rg + nrg < rg1 ? min_int(rgs, rg1 - rg - nrg) * blocks / 2 : 0; /* 64-byte lines */
         for (int i = 0; i < tiles; i++) {
+            for (int l = lines * i / tiles; l < lines * (i + 1) / tiles; l++) __builtin_prefetch(next + 64 * (size_t)l);
             const int t0 = (int)((long)tokens * i / tiles);
             tile(ctx, panel, rg, nrg, t0, (int)((long)tokens * (i + 1) / tiles) - t0);
         }
