@@ -94,6 +94,20 @@ typedef struct {
  * activation sum, divide by its scale times the matrix's, store (or add, times LayerScale). */
 INLINE void tgemm_store(const tgemm_job *j, const int32_t *acc, int rg, int nrg, int t0, int nt) {
     const int nv = NVEC(nrg), end = min_int(j->o1, (rg + nrg) * FTV_RG);
+    if (j->ldo == 1 && rg * FTV_RG >= j->o0 && end - rg * FTV_RG == nv * FTV_VL) { /* whole vectors of token rows */
+        for (int t = 0; t < nt; t++) {
+            const vf den = vf_set1(j->xs[t0 + t] * j->w->scale);
+            const vi s = vi_set1(j->xsum[t0 + t]);
+            float *dst = j->y + (size_t)(t0 + t) * j->ldt + (rg * FTV_RG - j->o0);
+            for (int v = 0; v < nv; v++, dst += FTV_VL) {
+                const vf val = vf_div(vi_to_f32(vi_sub(vi_load(acc + (t * nv + v) * FTV_VL), s)), den);
+                if (!j->accumulate) vf_store(dst, val);
+                else if (!j->gamma) vf_store(dst, vf_add(vf_load(dst), val)); /* 1 * val = val */
+                else vf_store(dst, vf_add(vf_load(dst), vf_mul(vf_load_fvec(j->gamma, rg * FTV_RG + v * FTV_VL), val)));
+            }
+        }
+        return;
+    }
     for (int t = 0; t < nt; t++) {
         const vf den = vf_set1(j->xs[t0 + t] * j->w->scale);
         const vi s = vi_set1(j->xsum[t0 + t]);
