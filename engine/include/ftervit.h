@@ -73,6 +73,18 @@ int ftv_model_threads(const ftv_model *m);
  * latter). Every set gives bit-identical logits. */
 const char *ftv_model_kernels(const ftv_model *m);
 
+/* The float arithmetic of attention, softmax and GELU:
+ *   FTV_NUMERICS_EXACT (the default): every kernel set computes the same bits, multiplies and
+ *     adds rounded apart as in the scalar reference (and on microcontrollers);
+ *   FTV_NUMERICS_FAST: fused multiply-adds, and on CPUs with AVX512_BF16 the products of the
+ *     attention probabilities and values in bf16 (fp32 sums). Faster; its logits differ from the
+ *     exact mode's by float rounding (measured on trained models in docs/engine.md). Only the
+ *     x86 sets have it: FTV_ERR_ARG for the scalar ones.
+ * Norms, quantizers and the ternary GEMMs are exact in both. */
+typedef enum { FTV_NUMERICS_EXACT = 0, FTV_NUMERICS_FAST = 1 } ftv_numerics;
+ftv_status ftv_model_set_numerics(ftv_model *m, ftv_numerics mode);
+ftv_numerics ftv_model_numerics(const ftv_model *m);
+
 /* Bytes of the kernels' own copy of the weights, beyond the file image: 0 for "scalar";
  * for "avx2" and "avx512", every ternary matrix in a 2-bit layout (the size of tq2) and the LayerNorm
  * parameters as floats. */

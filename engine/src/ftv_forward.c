@@ -57,7 +57,7 @@ size_t ftv_state_layout(ftv_model *m, void *arena) {
     for (size_t i = 0; i < n; i++) {
         CARVE(m->ts[i].row, (wide && FTV_NORM_ROWS * D > rowmax ? FTV_NORM_ROWS * D : rowmax) * 4);
         CARVE(m->ts[i].gemm, m->kernels->gemm_scratch((int)K, (int)T));
-        CARVE(m->ts[i].attend, FTV_ATTEND_SCRATCH(ldk, hd) * 4);
+        CARVE(m->ts[i].attend, m->kernels->attend_scratch((int)ldk, (int)hd, (int)T) * 4);
     }
     const size_t phase = off;
     CARVE(s->o, T * D * 4); /* attention */

@@ -72,6 +72,16 @@ const ftv_kernels *ftv_kernels_by_name(const char *name) {
     return NULL;
 }
 
+const ftv_kernels *ftv_kernels_fast(const ftv_kernels *exact) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (exact == &ftv_kernels_avx512_set)
+        return __builtin_cpu_supports("avx512bf16") ? &ftv_kernels_avx512_bf16 : &ftv_kernels_avx512_fast;
+    if (exact == &ftv_kernels_avx2_set) return &ftv_kernels_avx2_fast;
+#endif
+    (void)exact;
+    return NULL;
+}
+
 #ifndef FTV_KERNELS_DEFAULT
 #define FTV_KERNELS_DEFAULT NULL
 #endif

@@ -39,9 +39,10 @@ typedef struct {
     const void *repack;   /* the SIMD kernels' copy (ftv_kernels.repack), NULL when none */
 } ftv_tmat;
 
-/* Queries one attention call handles at a time, and its scratch (floats) per thread. */
+/* Queries one attention call handles at a time, and the scratch (floats) of ftv_attend. */
 #define FTV_ATTEND_QUERIES 4
 #define FTV_ATTEND_SCRATCH(ldk, hd) ((size_t)FTV_ATTEND_QUERIES * (size_t)((ldk) + (hd)))
+size_t ftv_attend_scratch(int ldk, int hd, int tokens);
 
 float ftv_fvec_get(const ftv_fvec *v, int i);
 
@@ -106,8 +107,13 @@ void ftv_attend(const float *q, int ldq, const float *kt, int ldk, const float *
                 int hd, float scale, float *out, int ldo, int nq, float *scratch);
 
 /* One implementation of every kernel the forward pass calls. */
-typedef struct {
+typedef struct ftv_kernels ftv_kernels;
+struct ftv_kernels {
     const char *name; /* "scalar", "lut", "avx2", "avx512" */
+    /* 1: the fast numerics mode (fused multiply-add; bf16 products of attention's probabilities
+     * and values where the CPU has AVX512_BF16; docs/engine.md), 0: exact (every set computes the
+     * same bits) */
+    int fast;
     /* 1: the forward pass may trade memory for speed (whole-sequence MLP buffers instead of
      * small tiles, ftv_forward.c); 0: the small arena of a microcontroller */
     int wide;
@@ -132,7 +138,9 @@ typedef struct {
     void (*add_fvec)(float *x, const ftv_fvec *v, int i0, int n);
     void (*attend)(const float *q, int ldq, const float *kt, int ldk, const float *v, int ldv,
                    int tokens, int hd, float scale, float *out, int ldo, int nq, float *scratch);
-} ftv_kernels;
+    /* Floats of attend's scratch for keys of stride ldk, heads of hd, `tokens` tokens. */
+    size_t (*attend_scratch)(int ldk, int hd, int tokens);
+};
 
 /* The scalar sets' repack: none (they read the file's codes in place, flash on a microcontroller). */
 size_t ftv_repack_none(const ftv_tmat *w, int values, void *dst);
@@ -146,10 +154,18 @@ extern const ftv_kernels ftv_kernels_avx512_set; /* only for CPUs with AVX-512 F
 /* The repacked layout both x86 sets read: row groups of FTV_RG rows (ftv_kernels_avx2.c). */
 #define FTV_RG 8
 size_t ftv_x86_repack(const ftv_tmat *w, int values, void *dst);
+/* The fast numerics mode's variants */
+extern const ftv_kernels ftv_kernels_avx2_fast;   /* fused multiply-add */
+extern const ftv_kernels ftv_kernels_avx512_fast; /* fused multiply-add */
+extern const ftv_kernels ftv_kernels_avx512_bf16; /* and bf16 probabilities x values (AVX512_BF16) */
 #endif
 
 /* A set by name ("avx512", "avx2", "scalar", "lut") if this CPU and build run it, else NULL. */
 const ftv_kernels *ftv_kernels_by_name(const char *name);
+
+/* The fast-numerics variant of an exact set that this CPU runs, NULL when it has none (the
+ * scalar sets: a microcontroller runs the exact mode). */
+const ftv_kernels *ftv_kernels_fast(const ftv_kernels *exact);
 
 /* What a model uses: the best set the CPU runs (AVX-512, else AVX2, else scalar), unless the
  * environment caps it, read at load: FTV_KERNELS=avx2 | scalar | lut (FTV_FORCE_SCALAR=1 is

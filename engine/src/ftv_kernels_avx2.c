@@ -178,21 +178,8 @@ static void dot_tile(const uint8_t *panel, int nrg, const int8_t *a, size_t lda,
 
 #include "ftv_kernels_x86.h"
 
-const ftv_kernels ftv_kernels_avx2_set = {
-    .name = "avx2",
-    .wide = 1,
-    .gemm_scratch = x86_gemm_scratch,
-    .repack = ftv_x86_repack,
-    .tgemm = x86_tgemm,
-    .patch_gemm = x86_patch_gemm,
-    .norm_quant = x86_norm_quant,
-    .layernorm = x86_layernorm,
-    .gelu = x86_gelu,
-    .absmax = x86_absmax,
-    .quantize = x86_quantize,
-    .add_fvec = x86_add_fvec,
-    .attend = x86_attend,
-};
+const ftv_kernels ftv_kernels_avx2_set = X86_KERNELS("avx2", 0, x86_gelu, x86_attend);
+const ftv_kernels ftv_kernels_avx2_fast = X86_KERNELS("avx2", 1, x86_gelu_fast, x86_attend_fast);
 
 #if defined(__clang__)
 #pragma clang attribute pop

@@ -141,4 +141,5 @@ const ftv_kernels ftv_kernels_lut = {
     .quantize = ftv_quantize,
     .add_fvec = ftv_add_fvec,
     .attend = ftv_attend,
+    .attend_scratch = ftv_attend_scratch,
 };

@@ -246,6 +246,11 @@ static size_t scalar_gemm_scratch(int k, int tokens) {
     return (size_t)k; /* one decoded row */
 }
 
+size_t ftv_attend_scratch(int ldk, int hd, int tokens) {
+    (void)tokens;
+    return FTV_ATTEND_SCRATCH(ldk, hd);
+}
+
 size_t ftv_repack_none(const ftv_tmat *w, int values, void *dst) {
     (void)w, (void)values, (void)dst;
     return 0; /* reads the file's codes in place (flash on a microcontroller) */
@@ -265,4 +270,5 @@ const ftv_kernels ftv_kernels_scalar = {
     .quantize = ftv_quantize,
     .add_fvec = ftv_add_fvec,
     .attend = ftv_attend,
+    .attend_scratch = ftv_attend_scratch,
 };

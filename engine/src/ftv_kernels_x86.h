@@ -230,12 +230,15 @@ static void x86_patch_gemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, 
     sweep(w, o0, o1, tokens, panel, 2, TILE_TOKENS, patch_tile, &job);
 }
 
+/* a * b + c: rounded twice (the exact mode, as the scalar kernels), or once (fused, the fast mode) */
+INLINE vf madd(vf a, vf b, vf c, const int fast) { return fast ? vf_fma(a, b, c) : vf_add(vf_mul(a, b), c); }
+
 /* ---- exp and erf (ftv_math.h, the same operations on FTV_VL lanes) -------------------- */
 
 /* n independent vectors at once, their chains interleaved step by step: one chain is ~60
  * cycles of latency, too long for out-of-order execution to overlap on its own. */
 #define EXP_WAYS 4
-INLINE void exp_v(vf *x, const int n) {
+INLINE void exp_v(vf *x, const int n, const int fast) {
     vf k[EXP_WAYS], r[EXP_WAYS], z[EXP_WAYS], p[EXP_WAYS];
 #pragma GCC unroll 4
     for (int w = 0; w < n; w++) {
@@ -249,10 +252,10 @@ INLINE void exp_v(vf *x, const int n) {
     const float coef[5] = {FTV_EXP_P1, FTV_EXP_P2, FTV_EXP_P3, FTV_EXP_P4, FTV_EXP_P5};
     for (int i = 0; i < 5; i++)
 #pragma GCC unroll 4
-        for (int w = 0; w < n; w++) p[w] = vf_add(vf_mul(p[w], r[w]), vf_set1(coef[i]));
+        for (int w = 0; w < n; w++) p[w] = madd(p[w], r[w], vf_set1(coef[i]), fast);
 #pragma GCC unroll 4
     for (int w = 0; w < n; w++) {
-        p[w] = vf_add(vf_add(vf_mul(p[w], z[w]), r[w]), vf_set1(1.0f));
+        p[w] = vf_add(madd(p[w], z[w], r[w], fast), vf_set1(1.0f));
         x[w] = vf_mul(p[w], vi_as_f32(vi_shl(vi_add(vf_to_i32(k[w]), vi_set1(127)), 23)));
     }
 }
@@ -261,7 +264,7 @@ INLINE void exp_v(vf *x, const int n) {
  * the 8-entry lookup reads as interval 0, and the result is 1 there anyway), its coefficients
  * looked up in registers, one polynomial. */
 _Static_assert(FTV_ERF_N == 8, "erf_v looks its coefficients up in 8-entry tables");
-INLINE void erf_v(vf *x, const int n) {
+INLINE void erf_v(vf *x, const int n, const int fast) {
     vf t[EXP_WAYS], u[EXP_WAYS], p[EXP_WAYS];
     vi idx[EXP_WAYS];
     const vf centers = vf_table8(ftv_erf_center);
@@ -276,7 +279,7 @@ INLINE void erf_v(vf *x, const int n) {
     for (int k = 1; k <= FTV_ERF_DEG; k++) {
         const vf table = vf_table8(ftv_erf_coef[k]);
 #pragma GCC unroll 4
-        for (int w = 0; w < n; w++) p[w] = vf_add(vf_mul(p[w], u[w]), vf_lookup8(table, idx[w]));
+        for (int w = 0; w < n; w++) p[w] = madd(p[w], u[w], vf_lookup8(table, idx[w]), fast);
     }
 #pragma GCC unroll 4
     for (int w = 0; w < n; w++)
@@ -497,7 +500,7 @@ static void x86_add_fvec(float *x, const ftv_fvec *v, int i0, int n) {
 
 /* x[j] = exp(x[j] - max) for the EXP_WAYS vectors from j0 (masked: lanes [0, n - j) of each),
  * each added to its partial sums acc[w]. */
-INLINE void exp_sum(float *x, int j0, int n, const int nv, const int masked, vf mv, vf *acc) {
+INLINE void exp_sum(float *x, int j0, int n, const int nv, const int masked, vf mv, vf *acc, const int fast) {
     vf e[EXP_WAYS];
     vmask m[EXP_WAYS];
 #pragma GCC unroll 4
@@ -505,7 +508,7 @@ INLINE void exp_sum(float *x, int j0, int n, const int nv, const int masked, vf 
         m[w] = lanes_left(n, j0 + FTV_VL * w);
         e[w] = vf_sub(masked ? vf_load_mask(x + j0 + FTV_VL * w, m[w]) : vf_load(x + j0 + FTV_VL * w), mv);
     }
-    exp_v(e, nv);
+    exp_v(e, nv, fast);
 #pragma GCC unroll 4
     for (int w = 0; w < nv; w++) {
         if (masked) {
@@ -524,7 +527,7 @@ INLINE void exp_sum(float *x, int j0, int n, const int nv, const int masked, vf 
  * their sum. */
 _Static_assert(RED % EXP_WAYS == 0, "exp_sum fills whole groups of partial sums");
 _Static_assert(ATT_KEY_VECS == 2 || ATT_KEY_VECS == 4, "scores_all's blocks");
-static void softmax_v(float *x, int n, float mx) {
+INLINE void softmax_v(float *x, int n, float mx, const int fast) {
     const vf mv = vf_set1(mx);
     vf acc[RED];
 #pragma GCC unroll 8
@@ -532,13 +535,13 @@ static void softmax_v(float *x, int n, float mx) {
     int j = 0;
     for (; j + FTV_LANES <= n; j += FTV_LANES)
 #pragma GCC unroll 2
-        for (int u = 0; u < RED; u += EXP_WAYS) exp_sum(x, j + FTV_VL * u, n, EXP_WAYS, 0, mv, acc + u);
+        for (int u = 0; u < RED; u += EXP_WAYS) exp_sum(x, j + FTV_VL * u, n, EXP_WAYS, 0, mv, acc + u, fast);
     const int left = (n - j + FTV_VL - 1) / FTV_VL; /* vectors of the last, partial FTV_LANES */
     for (int u = 0; u < left; u += EXP_WAYS) switch (left - u < EXP_WAYS ? left - u : EXP_WAYS) {
-        case 1: exp_sum(x, j + FTV_VL * u, n, 1, 1, mv, acc + u); break;
-        case 2: exp_sum(x, j + FTV_VL * u, n, 2, 1, mv, acc + u); break;
-        case 3: exp_sum(x, j + FTV_VL * u, n, 3, 1, mv, acc + u); break;
-        default: exp_sum(x, j + FTV_VL * u, n, 4, 1, mv, acc + u); break;
+        case 1: exp_sum(x, j + FTV_VL * u, n, 1, 1, mv, acc + u, fast); break;
+        case 2: exp_sum(x, j + FTV_VL * u, n, 2, 1, mv, acc + u, fast); break;
+        case 3: exp_sum(x, j + FTV_VL * u, n, 3, 1, mv, acc + u, fast); break;
+        default: exp_sum(x, j + FTV_VL * u, n, 4, 1, mv, acc + u, fast); break;
         }
     const vf iv = vf_set1(1.0f / fold_sum(acc));
     for (j = 0; j + FTV_VL <= n; j += FTV_VL) vf_store(x + j, vf_mul(vf_load(x + j), iv));
@@ -548,7 +551,7 @@ static void softmax_v(float *x, int n, float mx) {
     }
 }
 
-static void x86_gelu(float *x, int n) {
+INLINE void gelu_with(float *x, int n, const int fast) {
     const vf half = vf_set1(0.5f), one = vf_set1(1.0f), rsqrt2 = vf_set1(0.70710678118654752f);
     int j = 0;
     for (; j + FTV_VL * EXP_WAYS <= n; j += FTV_VL * EXP_WAYS) {
@@ -558,7 +561,7 @@ static void x86_gelu(float *x, int n) {
             v[w] = vf_load(x + j + FTV_VL * w);
             e[w] = vf_mul(v[w], rsqrt2);
         }
-        erf_v(e, EXP_WAYS);
+        erf_v(e, EXP_WAYS, fast);
 #pragma GCC unroll 4
         for (int w = 0; w < EXP_WAYS; w++) vf_store(x + j + FTV_VL * w, vf_mul(vf_mul(half, v[w]), vf_add(one, e[w])));
     }
@@ -566,10 +569,13 @@ static void x86_gelu(float *x, int n) {
         const vmask m = lanes_left(n, j);
         const vf v = vf_load_mask(x + j, m);
         vf e = vf_mul(v, rsqrt2);
-        erf_v(&e, 1);
+        erf_v(&e, 1, fast);
         vf_store_mask(x + j, m, vf_mul(vf_mul(half, v), vf_add(one, e)));
     }
 }
+
+static void x86_gelu(float *x, int n) { gelu_with(x, n, 0); }
+static void x86_gelu_fast(float *x, int n) { gelu_with(x, n, 1); }
 
 /* ---- attention ----------------------------------------------------------------------- */
 
@@ -577,7 +583,7 @@ static void x86_gelu(float *x, int n) {
  * the lanes of `last`: sc[i * ldk + j] = (sum over d in order of q[d] * k[d][j]) * scale. Keys
  * sit in the lanes, so each lane sums in the scalar kernel's order. */
 INLINE void scores(const float *qb, const int nq, const float *kt, size_t ldk, int hd, int j0, const int nv,
-                   vmask last, float scale, float *sc, float *mx) {
+                   vmask last, float scale, float *sc, float *mx, const int fast) {
     vf acc[FTV_ATTEND_QUERIES][ATT_KEY_VECS + 1];
 #pragma GCC unroll 8
     for (int i = 0; i < nq; i++)
@@ -596,7 +602,7 @@ INLINE void scores(const float *qb, const int nq, const float *kt, size_t ldk, i
             const vf qd = vf_set1(qb[(size_t)i * hd + d]);
 #pragma GCC unroll 8
             for (int u = 0; u < nv; u++) {
-                acc[i][u] = vf_add(acc[i][u], vf_mul(qd, kv[u]));
+                acc[i][u] = madd(qd, kv[u], acc[i][u], fast);
                 PIN(acc[i][u]);
             }
         }
@@ -620,7 +626,7 @@ INLINE void scores(const float *qb, const int nq, const float *kt, size_t ldk, i
 
 /* Scores of nq queries against all keys, and each query's maximum score in mx[i]. */
 INLINE void scores_all(const float *qb, const int nq, const float *kt, size_t ldk, int hd, int tokens, float scale,
-                       float *sc, float *mx) {
+                       float *sc, float *mx, const int fast) {
     float m[FTV_ATTEND_QUERIES * FTV_VL];
     for (int i = 0; i < nq * FTV_VL; i++) m[i] = -INFINITY;
     /* keys in blocks of ATT_KEY_VECS vectors; one vector left over joins the last block (a block
@@ -630,15 +636,15 @@ INLINE void scores_all(const float *qb, const int nq, const float *kt, size_t ld
     const vmask all = vmask_first(FTV_VL), last = vmask_first(tokens - (nv - 1) * FTV_VL);
     int j0 = 0;
     for (int b = 0; b < whole; b++, j0 += ATT_KEY_VECS * FTV_VL)
-        scores(qb, nq, kt, ldk, hd, j0, ATT_KEY_VECS, j0 + ATT_KEY_VECS * FTV_VL < tokens ? all : last, scale, sc, m);
+        scores(qb, nq, kt, ldk, hd, j0, ATT_KEY_VECS, j0 + ATT_KEY_VECS * FTV_VL < tokens ? all : last, scale, sc, m, fast);
     switch (nv - whole * ATT_KEY_VECS) { /* 0 to ATT_KEY_VECS + 1 vectors */
 #if ATT_KEY_VECS == 4
-    case 5: scores(qb, nq, kt, ldk, hd, j0, 5, last, scale, sc, m); break;
-    case 4: scores(qb, nq, kt, ldk, hd, j0, 4, last, scale, sc, m); break;
+    case 5: scores(qb, nq, kt, ldk, hd, j0, 5, last, scale, sc, m, fast); break;
+    case 4: scores(qb, nq, kt, ldk, hd, j0, 4, last, scale, sc, m, fast); break;
 #endif
-    case 3: scores(qb, nq, kt, ldk, hd, j0, 3, last, scale, sc, m); break;
-    case 2: scores(qb, nq, kt, ldk, hd, j0, 2, last, scale, sc, m); break;
-    case 1: scores(qb, nq, kt, ldk, hd, j0, 1, last, scale, sc, m); break;
+    case 3: scores(qb, nq, kt, ldk, hd, j0, 3, last, scale, sc, m, fast); break;
+    case 2: scores(qb, nq, kt, ldk, hd, j0, 2, last, scale, sc, m, fast); break;
+    case 1: scores(qb, nq, kt, ldk, hd, j0, 1, last, scale, sc, m, fast); break;
     default: break;
     }
     for (int i = 0; i < nq; i++) mx[i] = vf_hmax(vf_load(m + FTV_VL * i)); /* exact in any order */
@@ -648,7 +654,7 @@ INLINE void scores_all(const float *qb, const int nq, const float *kt, size_t ld
  * for nq queries (probabilities p + i * ldp) and nv vectors of head dimensions from d0, the
  * last one cut to the lanes of `last`. */
 INLINE void weigh_values(const float *p, size_t ldp, const int nq, const float *v, size_t ldv, int tokens, int d0,
-                         const int nv, vmask last, float *out, size_t ldo) {
+                         const int nv, vmask last, float *out, size_t ldo, const int fast) {
     vf acc[ATT_PV_QUERIES][4];
 #pragma GCC unroll 4
     for (int i = 0; i < nq; i++)
@@ -667,7 +673,7 @@ INLINE void weigh_values(const float *p, size_t ldp, const int nq, const float *
             const vf pj = vf_set1(p[(size_t)i * ldp + j]);
 #pragma GCC unroll 4
             for (int u = 0; u < nv; u++) {
-                acc[i][u] = vf_add(acc[i][u], vf_mul(pj, vv[u]));
+                acc[i][u] = madd(pj, vv[u], acc[i][u], fast);
                 PIN(acc[i][u]);
             }
         }
@@ -683,17 +689,17 @@ INLINE void weigh_values(const float *p, size_t ldp, const int nq, const float *
 }
 
 INLINE void weigh_values_all(const float *p, size_t ldp, const int nq, const float *v, size_t ldv, int tokens, int hd,
-                             float *out, size_t ldo) {
+                             float *out, size_t ldo, const int fast) {
     int d0 = 0;
     for (; d0 + 4 * FTV_VL <= hd; d0 += 4 * FTV_VL)
-        weigh_values(p, ldp, nq, v, ldv, tokens, d0, 4, vmask_first(FTV_VL), out, ldo);
-    for (; d0 < hd; d0 += FTV_VL) weigh_values(p, ldp, nq, v, ldv, tokens, d0, 1, vmask_first(hd - d0), out, ldo);
+        weigh_values(p, ldp, nq, v, ldv, tokens, d0, 4, vmask_first(FTV_VL), out, ldo, fast);
+    for (; d0 < hd; d0 += FTV_VL) weigh_values(p, ldp, nq, v, ldv, tokens, d0, 1, vmask_first(hd - d0), out, ldo, fast);
 }
 
 /* ftv_attend: blocks of up to 4 queries; scores, softmax, then the weighted values in groups of
  * ATT_PV_QUERIES. */
-static void x86_attend(const float *q, int ldq, const float *kt, int ldk, const float *v, int ldv, int tokens, int hd,
-                       float scale, float *out, int ldo, int nq, float *scratch) {
+INLINE void attend_with(const float *q, int ldq, const float *kt, int ldk, const float *v, int ldv, int tokens, int hd,
+                        float scale, float *out, int ldo, int nq, float *scratch, const int fast) {
     float *sc = scratch, *qb = scratch + (size_t)FTV_ATTEND_QUERIES * ldk;
     for (int i0 = 0; i0 < nq; i0 += FTV_ATTEND_QUERIES) {
         const int nb = min_int(FTV_ATTEND_QUERIES, nq - i0);
@@ -701,21 +707,41 @@ static void x86_attend(const float *q, int ldq, const float *kt, int ldk, const 
             memcpy(qb + (size_t)i * hd, q + (size_t)(i0 + i) * ldq, (size_t)hd * sizeof(float));
         float mx[FTV_ATTEND_QUERIES];
         switch (nb) {
-        case 4: scores_all(qb, 4, kt, (size_t)ldk, hd, tokens, scale, sc, mx); break;
-        case 3: scores_all(qb, 3, kt, (size_t)ldk, hd, tokens, scale, sc, mx); break;
-        case 2: scores_all(qb, 2, kt, (size_t)ldk, hd, tokens, scale, sc, mx); break;
-        default: scores_all(qb, 1, kt, (size_t)ldk, hd, tokens, scale, sc, mx); break;
+        case 4: scores_all(qb, 4, kt, (size_t)ldk, hd, tokens, scale, sc, mx, fast); break;
+        case 3: scores_all(qb, 3, kt, (size_t)ldk, hd, tokens, scale, sc, mx, fast); break;
+        case 2: scores_all(qb, 2, kt, (size_t)ldk, hd, tokens, scale, sc, mx, fast); break;
+        default: scores_all(qb, 1, kt, (size_t)ldk, hd, tokens, scale, sc, mx, fast); break;
         }
-        for (int i = 0; i < nb; i++) softmax_v(sc + (size_t)i * ldk, tokens, mx[i]);
+        for (int i = 0; i < nb; i++) softmax_v(sc + (size_t)i * ldk, tokens, mx[i], fast);
         float *o = out + (size_t)i0 * ldo;
         int i = 0;
         for (; i + ATT_PV_QUERIES <= nb; i += ATT_PV_QUERIES)
             weigh_values_all(sc + (size_t)i * ldk, (size_t)ldk, ATT_PV_QUERIES, v, (size_t)ldv, tokens, hd,
-                             o + (size_t)i * ldo, (size_t)ldo);
+                             o + (size_t)i * ldo, (size_t)ldo, fast);
         for (; i < nb; i++)
             weigh_values_all(sc + (size_t)i * ldk, (size_t)ldk, 1, v, (size_t)ldv, tokens, hd, o + (size_t)i * ldo,
-                             (size_t)ldo);
+                             (size_t)ldo, fast);
     }
 }
+
+static void x86_attend(const float *q, int ldq, const float *kt, int ldk, const float *v, int ldv, int tokens, int hd,
+                       float scale, float *out, int ldo, int nq, float *scratch) {
+    attend_with(q, ldq, kt, ldk, v, ldv, tokens, hd, scale, out, ldo, nq, scratch, 0);
+}
+
+static void x86_attend_fast(const float *q, int ldq, const float *kt, int ldk, const float *v, int ldv, int tokens,
+                            int hd, float scale, float *out, int ldo, int nq, float *scratch) {
+    attend_with(q, ldq, kt, ldk, v, ldv, tokens, hd, scale, out, ldo, nq, scratch, 1);
+}
+
+/* A kernel table of the set including this file: the exact mode's kernels or the fast mode's
+ * (fused multiply-add in attention, softmax and GELU). */
+#define X86_KERNELS(NAME, FAST, GELU, ATTEND)                                                                    \
+    {                                                                                                            \
+        .name = NAME, .fast = FAST, .wide = 1, .gemm_scratch = x86_gemm_scratch, .repack = ftv_x86_repack,       \
+        .tgemm = x86_tgemm, .patch_gemm = x86_patch_gemm, .norm_quant = x86_norm_quant,                          \
+        .layernorm = x86_layernorm, .gelu = GELU, .absmax = x86_absmax, .quantize = x86_quantize,                \
+        .add_fvec = x86_add_fvec, .attend = ATTEND, .attend_scratch = ftv_attend_scratch                         \
+    }
 
 #endif

@@ -380,7 +380,7 @@ static ftv_status load(loader *L, ftv_model *m) {
     if (!m->w.blocks) return fail(L, FTV_ERR_NOMEM, "out of memory");
     TRY(bind_all(L, m));
     TRY(bind_class_names(L, m));
-    m->kernels = ftv_kernels_select();
+    m->kernels = m->exact = ftv_kernels_select();
     TRY(repack_weights(L, m));
     m->ldk = (m->cfg.num_tokens + 7) & ~7;
     if (layout_arena(m, 1) != FTV_OK) return fail(L, FTV_ERR_NOMEM, "cannot allocate the arena");
@@ -449,6 +449,22 @@ ftv_status ftv_model_set_threads(ftv_model *m, int n) {
 }
 
 int ftv_model_threads(const ftv_model *m) { return m->threads; }
+
+ftv_status ftv_model_set_numerics(ftv_model *m, ftv_numerics mode) {
+    if (!m || (mode != FTV_NUMERICS_EXACT && mode != FTV_NUMERICS_FAST)) return FTV_ERR_ARG;
+    const ftv_kernels *want = mode == FTV_NUMERICS_FAST ? ftv_kernels_fast(m->exact) : m->exact;
+    if (!want) return FTV_ERR_ARG; /* no fast variant: the scalar sets */
+    if (want == m->kernels) return FTV_OK;
+    const ftv_kernels *old = m->kernels; /* the fast attention may need other scratch: lay out again */
+    m->kernels = want;
+    if (layout_arena(m, m->threads) != FTV_OK) {
+        m->kernels = old;
+        return FTV_ERR_NOMEM;
+    }
+    return FTV_OK;
+}
+
+ftv_numerics ftv_model_numerics(const ftv_model *m) { return m->kernels->fast ? FTV_NUMERICS_FAST : FTV_NUMERICS_EXACT; }
 
 const char *ftv_model_kernels(const ftv_model *m) { return m->kernels->name; }
 

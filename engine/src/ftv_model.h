@@ -52,7 +52,7 @@ typedef struct {
 typedef struct {
     float *row;    /* (max(dim, hidden), and FTV_NORM_ROWS * dim for the wide sets) normalized rows */
     void *gemm;    /* kernels->gemm_scratch(max k, tokens) bytes */
-    float *attend; /* FTV_ATTEND_SCRATCH(ldk, head_dim) floats */
+    float *attend; /* kernels->attend_scratch(ldk, head_dim, tokens) floats */
     float *kt;     /* (head_dim, ldk) keys of one head, transposed */
     float *vh;     /* (tokens, head_dim) values of one head */
     float *hid;    /* (mlp_tile, hidden) */
@@ -72,7 +72,8 @@ struct ftv_model {
     int ldk; /* row stride of the transposed keys: tokens rounded up to 8 */
     ftv_weights w;
     ftv_state s;
-    const ftv_kernels *kernels;
+    const ftv_kernels *kernels; /* exact, or its fast variant (ftv_model_set_numerics) */
+    const ftv_kernels *exact;   /* the set chosen at load */
     int threads;
     ftv_pool *pool;          /* NULL with one thread */
     ftv_thread_state *ts;    /* (threads) */

@@ -342,7 +342,7 @@ static void test_simd_attend(void) {
         const int T = cases[c][0], hd = cases[c][1], nq = cases[c][2], ldk = (T + 7) & ~7, ld = 3 * hd;
         float *q = malloc(sizeof(float) * nq * ld), *kt = calloc((size_t)hd * ldk, sizeof(float));
         float *v = malloc(sizeof(float) * T * hd), *o0 = malloc(sizeof(float) * nq * ld);
-        float *o1 = malloc(sizeof(float) * nq * ld), *sc = malloc(sizeof(float) * FTV_ATTEND_SCRATCH(ldk, hd));
+        float *o1 = malloc(sizeof(float) * nq * ld), *sc = malloc(sizeof(float) * simd->attend_scratch(ldk, hd, T));
         for (int i = 0; i < nq * ld; i++) q[i] = frand(-2.0f, 2.0f);
         for (int d = 0; d < hd; d++)
             for (int j = 0; j < T; j++) kt[d * ldk + j] = frand(-2.0f, 2.0f);
@@ -355,6 +355,44 @@ static void test_simd_attend(void) {
         simd->attend(o1 + hd, ld, kt, ldk, v, hd, T, hd, scale, o1 + hd, ld, nq, sc);
         CHECK(memcmp(o0, o1, sizeof(float) * nq * ld) == 0, "attend tokens %d hd %d queries %d", T, hd, nq);
         free(q), free(kt), free(v), free(o0), free(o1), free(sc);
+    }
+}
+
+/* ---- the fast numerics mode: close to the exact kernels, not equal ----------------------- */
+
+/* The fast variant of an exact set: the same kernels but attention and GELU, which stay within
+ * a small tolerance of the exact ones (fused multiply-adds; bf16 products of the weighted values
+ * with AVX512_BF16), on scratch of exactly its own size (AddressSanitizer sees any overrun). */
+static void test_fast_variant(const ftv_kernels *exact, const ftv_kernels *fast) {
+    CHECK(fast->fast && !exact->fast && fast->tgemm == exact->tgemm && fast->norm_quant == exact->norm_quant &&
+              fast->layernorm == exact->layernorm && fast->patch_gemm == exact->patch_gemm,
+          "%s fast: only attention and GELU differ", exact->name);
+    float g0[301], g1[301];
+    for (int j = 0; j < 301; j++) g0[j] = g1[j] = frand(-8.0f, 8.0f);
+    exact->gelu(g0, 301);
+    fast->gelu(g1, 301);
+    for (int j = 0; j < 301; j++) CHECK(fabsf(g0[j] - g1[j]) <= 1e-6f * (1.0f + fabsf(g0[j])), "%s fast gelu %d", exact->name, j);
+    const int cases[][3] = {{17, 16, 17}, {17, 32, 5}, {197, 64, 9}, {50, 32, 50}, {33, 12, 7}, {1, 16, 1}};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int T = cases[c][0], hd = cases[c][1], nq = cases[c][2], ldk = (T + 7) & ~7, ld = 3 * hd;
+        float *q = malloc(sizeof(float) * nq * ld), *kt = calloc((size_t)hd * ldk, sizeof(float));
+        float *v = malloc(sizeof(float) * T * hd), *o0 = malloc(sizeof(float) * nq * ld), *o1 = malloc(sizeof(float) * nq * ld);
+        float *s0 = malloc(sizeof(float) * exact->attend_scratch(ldk, hd, T));
+        float *s1 = malloc(sizeof(float) * fast->attend_scratch(ldk, hd, T));
+        for (int i = 0; i < nq * ld; i++) q[i] = frand(-2.0f, 2.0f);
+        for (int d = 0; d < hd; d++)
+            for (int j = 0; j < T; j++) kt[d * ldk + j] = frand(-2.0f, 2.0f);
+        for (int i = 0; i < T * hd; i++) v[i] = frand(-1.0f, 1.0f);
+        memcpy(o0, q, sizeof(float) * nq * ld);
+        memcpy(o1, q, sizeof(float) * nq * ld);
+        exact->attend(o0 + hd, ld, kt, ldk, v, hd, T, hd, 0.25f, o0 + hd, ld, nq, s0);
+        fast->attend(o1 + hd, ld, kt, ldk, v, hd, T, hd, 0.25f, o1 + hd, ld, nq, s1);
+        float worst = 0.0f; /* outputs are averages of values in [-1, 1]: bf16 rounds them to ~4e-3 */
+        for (int i = 0; i < nq * ld; i++) worst = fabsf(o0[i] - o1[i]) > worst ? fabsf(o0[i] - o1[i]) : worst;
+        CHECK(worst <= 4e-3f, "%s fast attend tokens %d hd %d: %g", exact->name, T, hd, worst);
+        for (int i = 0; i < nq; i++) /* the other columns of the rows untouched */
+            CHECK(memcmp(o1 + i * ld, q + i * ld, sizeof(float) * hd) == 0, "%s fast attend writes past its head", exact->name);
+        free(q), free(kt), free(v), free(o0), free(o1), free(s0), free(s1);
     }
 }
 
@@ -443,7 +481,7 @@ int main(void) {
     RUN(test_pool());
     /* every other kernel set this CPU runs, against the scalar one */
     const char *names[] = {"lut", "avx2", "avx512"};
-    char tested[64] = "";
+    char tested[128] = "";
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (!(simd = ftv_kernels_by_name(names[i]))) continue;
         strcat(strcat(tested, " "), names[i]);
@@ -456,6 +494,14 @@ int main(void) {
         RUN(test_simd_attend());
     }
     CHECK(ftv_kernels_by_name("nonesuch") == NULL && ftv_kernels_by_name("scalar") == &ftv_kernels_scalar, "by name");
+    CHECK(!ftv_kernels_fast(&ftv_kernels_scalar) && !ftv_kernels_fast(&ftv_kernels_lut), "no fast scalar sets");
+    for (size_t i = 1; i < sizeof names / sizeof names[0]; i++) {
+        const ftv_kernels *exact = ftv_kernels_by_name(names[i]), *fast = exact ? ftv_kernels_fast(exact) : NULL;
+        if (!fast) continue;
+        strcat(strcat(tested, " ") , "fast-");
+        strcat(tested, names[i]);
+        RUN(test_fast_variant(exact, fast));
+    }
     printf("%d passed, %d failed (kernel sets against scalar:%s)\n", tests_passed, tests_failed, tested);
     return tests_failed != 0;
 }

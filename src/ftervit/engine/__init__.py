@@ -53,6 +53,10 @@ def _load_library(profile: bool = False) -> ctypes.CDLL:
         lib.ftv_model_class_name.restype = ctypes.c_char_p
         lib.ftv_model_forward.argtypes = [p, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_float)]
         lib.ftv_model_forward.restype = ctypes.c_int
+        lib.ftv_model_set_numerics.argtypes = [p, ctypes.c_int]
+        lib.ftv_model_set_numerics.restype = ctypes.c_int
+        lib.ftv_model_numerics.argtypes = [p]
+        lib.ftv_model_numerics.restype = ctypes.c_int
         lib.ftv_model_profile.argtypes = [p, ctypes.POINTER(ctypes.c_double), ctypes.c_int]
         lib.ftv_model_profile.restype = ctypes.c_int
         lib.ftv_profile_phase_name.argtypes = [ctypes.c_int]
@@ -69,6 +73,9 @@ class Engine:
         threads: threads of the forward pass (a fixed pool; the logits do not depend on it).
         profile: load the engine built with ``-DFTV_PROFILE``, which times the phases of its
             forward pass (:meth:`profile`); same logits, slightly slower.
+        numerics: ``"exact"`` (every kernel set computes the same bits) or ``"fast"``
+            (fused multiply-adds, and bf16 attention products on CPUs with AVX512_BF16; x86
+            kernels only): see docs/engine.md for its measured effect on accuracy.
 
     The kernels are chosen at load: AVX-512 (VNNI) or AVX2 on x86 CPUs that have them, else
     the portable scalar code; the environment variable ``FTV_KERNELS=avx2`` or
@@ -80,9 +87,13 @@ class Engine:
         EngineBuildError: the engine could not be compiled.
     """
 
-    def __init__(self, path: str | Path, threads: int = 1, profile: bool = False) -> None:
+    NUMERICS = ("exact", "fast")
+
+    def __init__(self, path: str | Path, threads: int = 1, profile: bool = False, numerics: str = "exact") -> None:
         if not isinstance(threads, int) or threads < 1:
             raise ValueError(f"threads={threads!r}: expected a positive integer")
+        if numerics not in self.NUMERICS:
+            raise ValueError(f"numerics={numerics!r}: expected one of {', '.join(self.NUMERICS)}")
         self.threads = threads
         self._lib = _load_library(profile)
         self._model = ctypes.c_void_p()
@@ -95,6 +106,10 @@ class Engine:
         if threads != 1 and self._lib.ftv_model_set_threads(self._model, threads) != 0:
             self.close()
             raise EngineError(f"threads={threads}: this engine build cannot run that many threads")
+        if numerics == "fast" and self._lib.ftv_model_set_numerics(self._model, 1) != 0:
+            kernels = self.kernels
+            self.close()
+            raise EngineError(f"numerics='fast': the {kernels} kernels have no fast mode (x86 with AVX2 or AVX-512 only)")
         cfg = self._lib.ftv_model_config(self._model).contents
         self.config = {name: getattr(cfg, name) for name, _ in _Config._fields_[:13]}
         self.config["mean"] = tuple(cfg.mean[: cfg.in_chans])
@@ -113,6 +128,11 @@ class Engine:
     def repacked_bytes(self) -> int:
         """Bytes of the kernels' own copy of the weights (0 for the scalar kernels)."""
         return int(self._lib.ftv_model_repacked_bytes(self._require()))
+
+    @property
+    def numerics(self) -> str:
+        """``"exact"`` or ``"fast"``."""
+        return self.NUMERICS[self._lib.ftv_model_numerics(self._require())]
 
     @property
     def kernels(self) -> str:
