@@ -44,11 +44,20 @@ static int max_int(int a, int b) { return a > b ? a : b; }
 static int blocks_of(int k) { return (k + 15) / 16; }
 static size_t panel_bytes(int k, int rgs) { return (size_t)rgs * (size_t)blocks_of(k) * 4 * 32 + 32; }
 
-/* Per-thread scratch: the largest panel for rows of up to k codes, then the per-channel
- * activation sums of the patch embedding. */
+/* Per-thread scratch: the largest panel of any GEMM with rows of up to k codes (panel_rgs may
+ * give a shorter row more row groups), then the per-channel activation sums of the patch
+ * embedding. */
 static size_t x86_gemm_scratch(int k, int tokens) {
-    size_t panel = panel_bytes(k, panel_rgs(k));
-    if (panel < panel_bytes(k, 2)) panel = panel_bytes(k, 2);
+    size_t panel = 0;
+    for (int rgs = 1; rgs <= PANEL_RGS_MAX; rgs++) { /* the longest rows that get rgs row groups */
+        int lo = 1, hi = k;                          /* panel_rgs falls as k grows: bisect */
+        while (lo < hi) {
+            const int mid = lo + (hi - lo + 1) / 2;
+            if (panel_rgs(mid) >= rgs) lo = mid;
+            else hi = mid - 1;
+        }
+        if (panel_rgs(lo) >= rgs && panel_bytes(lo, rgs) > panel) panel = panel_bytes(lo, rgs);
+    }
     return panel + (size_t)tokens * FTV_MAX_CHANNELS * sizeof(int32_t);
 }
 
@@ -167,14 +176,13 @@ typedef struct {
     float *y;
 } patch_job;
 
-/* The patch embedding's tile, on panels of up to 2 row groups (16 rows): each input channel
- * its own integer sum and scale, summed in float channel by channel. */
-#define PATCH_VECS (16 / FTV_VL)
+/* The patch embedding's tile, on panels as the GEMM's: each input channel its own integer sum
+ * and scale, summed in float channel by channel. */
 INLINE void patch_tile(void *ctx, const uint8_t *panel, int rg, int nrg, int t0, int nt) {
     const patch_job *j = (const patch_job *)ctx;
     const int k = j->w->k, gpc = k / j->chans / 4, nv = NVEC(nrg); /* column groups per input channel */
-    int32_t acc[TILE_TOKENS * 16];
-    vf sum[TILE_TOKENS][PATCH_VECS];
+    int32_t acc[TILE_TOKENS * NVEC(PANEL_RGS_MAX) * FTV_VL];
+    vf sum[TILE_TOKENS][NVEC(PANEL_RGS_MAX)];
     for (int t = 0; t < nt; t++)
         for (int v = 0; v < nv; v++) sum[t][v] = vf_zero();
     for (int ch = 0; ch < j->chans; ch++) {
@@ -227,7 +235,7 @@ static void x86_patch_gemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, 
     for (int t = 0; t < tokens; t++)
         for (int ch = 0; ch < chans; ch++) asum[t * chans + ch] = sum_i8(xq + (size_t)t * k + (size_t)ch * pc, pc);
     patch_job job = {w, o0, o1, chans, ldy, xq, xs, asum, cs, bias, y};
-    sweep(w, o0, o1, tokens, panel, 2, TILE_TOKENS, patch_tile, &job);
+    sweep(w, o0, o1, tokens, panel, panel_rgs(k), TILE_TOKENS, patch_tile, &job);
 }
 
 /* a * b + c: rounded twice (the exact mode, as the scalar kernels), or once (fused, the fast mode) */
