@@ -61,7 +61,7 @@ float ftv_rmsnorm_quant(const float *x, const ftv_fvec *g, float rms_eps, float 
  * LayerNorm'd first when ln_g is not NULL (ln_g, ln_b: its ternary gamma and beta; the output
  * in scratch, FTV_NORM_ROWS rows of n floats), then ftv_rmsnorm_quant with g into q + r * n,
  * s[r] and sum[r] (sum may be NULL in the scalar sets). */
-#define FTV_NORM_ROWS 2 /* the most rows a set's norm_quant normalizes at once (scratch rows) */
+#define FTV_NORM_ROWS 4 /* the most rows a set's norm_quant normalizes at once (scratch rows) */
 void ftv_norm_quant(const float *x, size_t ldx, int rows, const ftv_tmat *ln_g, const ftv_tmat *ln_b, float ln_eps,
                     const ftv_fvec *g, float rms_eps, float quant_eps, int n, int8_t *q, float *s, int32_t *sum,
                     float *scratch);

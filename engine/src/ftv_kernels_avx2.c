@@ -43,6 +43,8 @@
 _Static_assert(I16_GROUPS * 2 * 2 * 128 <= 32768 && I16_GROUPS * 2 * 2 * 127 <= 32767,
                "int16 accumulators could overflow");
 
+#define NORM_ROWS 2 /* norm_quant: rows in lockstep (16 registers: 2 rows x 8 partial sums) */
+
 #include "ftv_kernels.h"
 
 static int panel_rgs(int k) {

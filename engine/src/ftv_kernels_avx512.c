@@ -26,6 +26,8 @@
 #define ATT_KEY_VECS 4    /* attention scores: 4 queries x 64 keys a step */
 #define ATT_PV_QUERIES 4  /* weighted values: 4 queries x 64 dimensions a step */
 
+#define NORM_ROWS 4 /* norm_quant: rows in lockstep (4 rows x 4 partial sums of the 32 registers) */
+
 #include "ftv_kernels.h"
 
 /* 32-row panels (two weight vectors per broadcast: measured 400 GMAC/s against 350 with 16

@@ -27,6 +27,8 @@
 #define INLINE static inline __attribute__((always_inline))
 #define RED (FTV_LANES / FTV_VL) /* vectors of one reduction's partial sums */
 
+_Static_assert(NORM_ROWS <= FTV_NORM_ROWS, "norm_quant's scratch rows");
+
 static int min_int(int a, int b) { return a < b ? a : b; }
 static int max_int(int a, int b) { return a > b ? a : b; }
 
@@ -313,8 +315,8 @@ INLINE float fold_sum(vf *acc) {
  * turn (no add waits for the one before), the rows in lockstep, the last FTV_LANES elements
  * masked (lanes past n keep their sums: no scalar tail). */
 INLINE void reduce_rows(const float *x, size_t ldx, const int nr, int n, const float *c, const int sq, float *out) {
-    vf acc[2][RED];
-#pragma GCC unroll 2
+    vf acc[NORM_ROWS][RED];
+#pragma GCC unroll 4
     for (int r = 0; r < nr; r++)
 #pragma GCC unroll 8
         for (int u = 0; u < RED; u++) acc[r][u] = vf_zero();
@@ -322,7 +324,7 @@ INLINE void reduce_rows(const float *x, size_t ldx, const int nr, int n, const f
     for (; j + FTV_LANES <= n; j += FTV_LANES)
 #pragma GCC unroll 8
         for (int u = 0; u < RED; u++)
-#pragma GCC unroll 2
+#pragma GCC unroll 4
             for (int r = 0; r < nr; r++) {
                 const vf d = vf_sub(vf_load(x + r * ldx + j + FTV_VL * u), vf_set1(c[r]));
                 acc[r][u] = vf_add(acc[r][u], sq ? vf_mul(d, d) : d);
@@ -331,104 +333,134 @@ INLINE void reduce_rows(const float *x, size_t ldx, const int nr, int n, const f
 #pragma GCC unroll 8
         for (int u = 0; u < RED; u++) {
             const vmask m = lanes_left(n, j + FTV_VL * u);
-#pragma GCC unroll 2
+#pragma GCC unroll 4
             for (int r = 0; r < nr; r++) {
                 const vf d = vf_sub(vf_load_mask(x + r * ldx + j + FTV_VL * u, m), vf_set1(c[r]));
                 acc[r][u] = vf_add_mask(acc[r][u], m, sq ? vf_mul(d, d) : d);
             }
         }
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (int r = 0; r < nr; r++) out[r] = fold_sum(acc[r]);
 }
 
-/* norm_quant on nr (1 or 2) rows in lockstep, so that their chains of dependent steps (sums,
+/* norm_quant on nr (1 to NORM_ROWS) rows in lockstep, so that their chains of dependent steps (sums,
  * square roots, maxima, divisions) overlap; ln: a LayerNorm first (gamma gv, beta bv as floats),
  * its output in scratch (nr rows of n), whose RMSNorm sums of squares the same pass takes; f16:
  * the kind of g. Every value is the scalar kernels' (ftv_layernorm, ftv_rmsnorm_quant). */
 INLINE void norm_quant_n(const float *x, size_t ldx, const int nr, const int ln, const float *gv, const float *bv,
                          float ln_eps, const ftv_fvec *g, const int f16, float rms_eps, float quant_eps, int n,
                          int8_t *q, float *s, int32_t *sum, float *scratch) {
-    const float zero[2] = {0.0f, 0.0f};
+    const float zero[NORM_ROWS] = {0.0f};
     const float *h = x; /* the RMSNorm input rows, h + r * ldh */
     size_t ldh = ldx;
-    float ss[2];
+    float ss[NORM_ROWS];
     if (ln) {
-        float mean[2], var[2];
+        float mean[NORM_ROWS], var[NORM_ROWS];
         reduce_rows(x, ldx, nr, n, zero, 0, mean);
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (int r = 0; r < nr; r++) mean[r] /= (float)n;
         reduce_rows(x, ldx, nr, n, mean, 1, var);
-        vf mv[2], rv[2], acc[2][RED];
-#pragma GCC unroll 2
+        vf mv[NORM_ROWS], rv[NORM_ROWS], acc[NORM_ROWS][RED];
+#pragma GCC unroll 4
         for (int r = 0; r < nr; r++) {
             mv[r] = vf_set1(mean[r]);
             rv[r] = vf_set1(1.0f / sqrtf(var[r] / (float)n + ln_eps));
 #pragma GCC unroll 8
             for (int u = 0; u < RED; u++) acc[r][u] = vf_zero();
         }
-        for (int j = 0; j < n; j += FTV_LANES) /* out = (x - mean) * r * gamma + beta, and its squares */
+        int j = 0; /* out = (x - mean) * r * gamma + beta, and its squares; the last FTV_LANES masked */
+        for (; j + FTV_LANES <= n; j += FTV_LANES)
+#pragma GCC unroll 8
+            for (int u = 0; u < RED; u++) {
+                const int at = j + FTV_VL * u;
+                const vf gu = vf_load(gv + at), bu = vf_load(bv + at);
+#pragma GCC unroll 4
+                for (int r = 0; r < nr; r++) {
+                    const vf o = vf_add(vf_mul(vf_mul(vf_sub(vf_load(x + r * ldx + at), mv[r]), rv[r]), gu), bu);
+                    vf_store(scratch + (size_t)r * n + at, o);
+                    acc[r][u] = vf_add(acc[r][u], vf_mul(o, o));
+                }
+            }
+        if (j < n)
 #pragma GCC unroll 8
             for (int u = 0; u < RED; u++) {
                 const int at = j + FTV_VL * u;
                 const vmask m = lanes_left(n, at);
                 const vf gu = vf_load_mask(gv + at, m), bu = vf_load_mask(bv + at, m);
-#pragma GCC unroll 2
+#pragma GCC unroll 4
                 for (int r = 0; r < nr; r++) {
                     const vf o = vf_add(vf_mul(vf_mul(vf_sub(vf_load_mask(x + r * ldx + at, m), mv[r]), rv[r]), gu), bu);
                     vf_store_mask(scratch + (size_t)r * n + at, m, o);
                     acc[r][u] = vf_add_mask(acc[r][u], m, vf_mul(o, o));
                 }
             }
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (int r = 0; r < nr; r++) ss[r] = fold_sum(acc[r]);
         h = scratch, ldh = (size_t)n;
     } else {
         reduce_rows(x, ldx, nr, n, zero, 1, ss);
     }
-    vf rr[2], mx[2][2];
-#pragma GCC unroll 2
+    vf rr[NORM_ROWS], mx[NORM_ROWS][2];
+#pragma GCC unroll 4
     for (int r = 0; r < nr; r++) {
         rr[r] = vf_set1(1.0f / sqrtf(ss[r] / (float)n + rms_eps));
         mx[r][0] = mx[r][1] = vf_zero();
     }
     int j = 0; /* |h r g|, two maxima a row in turn */
     for (; j + 2 * FTV_VL <= n; j += 2 * FTV_VL)
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (int a = 0; a < 2; a++) {
             const vf gj = vf_load_fv(g, j + FTV_VL * a, f16);
-#pragma GCC unroll 2
+#pragma GCC unroll 4
             for (int r = 0; r < nr; r++)
                 mx[r][a] = vf_max(mx[r][a], vf_abs(vf_mul(vf_mul(vf_load(h + r * ldh + j + FTV_VL * a), rr[r]), gj)));
         }
     for (; j < n; j += FTV_VL) { /* masked lanes read 0: |0| changes no maximum */
         const vmask m = lanes_left(n, j);
         const vf gj = vf_load_fvec_mask(g, j, m, n - j);
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (int r = 0; r < nr; r++)
             mx[r][0] = vf_max(mx[r][0], vf_abs(vf_mul(vf_mul(vf_load_mask(h + r * ldh + j, m), rr[r]), gj)));
     }
-    vf sv[2];
-    vi total[2];
+    vf sv[NORM_ROWS];
+    vi total[NORM_ROWS];
     const vf lo = vf_set1(-128.0f), hi = vf_set1(127.0f);
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (int r = 0; r < nr; r++) {
         const float amax = vf_hmax(vf_max(mx[r][0], mx[r][1]));
         s[r] = 127.0f / (amax > quant_eps ? amax : quant_eps);
         sv[r] = vf_set1(s[r]);
         total[r] = vi_zero();
     }
-    for (j = 0; j < n; j += FTV_VL) { /* q = clamp(rint(h r g s)); masked lanes give 0 */
+    for (j = 0; j + 4 * FTV_VL <= n; j += 4 * FTV_VL) { /* q = clamp(rint(h r g s)), 4 vectors a store */
+        vf gj[4];
+#pragma GCC unroll 4
+        for (int u = 0; u < 4; u++) gj[u] = vf_load_fv(g, j + FTV_VL * u, f16);
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++) {
+            vi c[4];
+#pragma GCC unroll 4
+            for (int u = 0; u < 4; u++) {
+                const vf hj = vf_load(h + r * ldh + j + FTV_VL * u);
+                c[u] = vf_to_i32(vf_min(vf_max(vf_round(vf_mul(vf_mul(vf_mul(hj, rr[r]), gj[u]), sv[r])), lo), hi));
+                total[r] = vi_add(total[r], c[u]);
+            }
+            vi_store_i8x4(q + (size_t)r * n + j, c[0], c[1], c[2], c[3]);
+        }
+    }
+    for (; j < n; j += FTV_VL) { /* masked lanes give 0 */
         const vmask m = lanes_left(n, j);
         const vf gj = j + FTV_VL <= n ? vf_load_fv(g, j, f16) : vf_load_fvec_mask(g, j, m, n - j);
-#pragma GCC unroll 2
+#pragma GCC unroll 4
         for (int r = 0; r < nr; r++) {
             const vf hj = j + FTV_VL <= n ? vf_load(h + r * ldh + j) : vf_load_mask(h + r * ldh + j, m);
             const vi c = vf_to_i32(vf_min(vf_max(vf_round(vf_mul(vf_mul(vf_mul(hj, rr[r]), gj), sv[r])), lo), hi));
             total[r] = vi_add(total[r], c);
-            vi_store_i8_n(q + (size_t)r * n + j, c, m, n - j);
+            if (j + FTV_VL <= n) vi_store_i8(q + (size_t)r * n + j, c);
+            else vi_store_i8_n(q + (size_t)r * n + j, c, m, n - j);
         }
     }
-#pragma GCC unroll 2
+#pragma GCC unroll 4
     for (int r = 0; r < nr; r++) sum[r] = vi_sum(total[r]);
 }
 
@@ -438,10 +470,10 @@ INLINE void norm_quant_with(const float *x, size_t ldx, int rows, const ftv_tmat
     const int ln = ln_g != NULL;
     const float *gv = ln ? (const float *)ln_g->repack : NULL, *bv = ln ? (const float *)ln_b->repack : NULL;
     int r = 0;
-    for (; r + 2 <= rows; r += 2)
-        norm_quant_n(x + r * ldx, ldx, 2, ln, gv, bv, ln_eps, g, f16, rms_eps, quant_eps, n, q + (size_t)r * n, s + r,
-                     sum + r, scratch);
-    if (r < rows)
+    for (; r + NORM_ROWS <= rows; r += NORM_ROWS)
+        norm_quant_n(x + r * ldx, ldx, NORM_ROWS, ln, gv, bv, ln_eps, g, f16, rms_eps, quant_eps, n, q + (size_t)r * n,
+                     s + r, sum + r, scratch);
+    for (; r < rows; r++)
         norm_quant_n(x + r * ldx, ldx, 1, ln, gv, bv, ln_eps, g, f16, rms_eps, quant_eps, n, q + (size_t)r * n, s + r,
                      sum + r, scratch);
 }

@@ -67,6 +67,12 @@ SIMD_INLINE void vi_store_i8(int8_t *q, vi a) {
     const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
     _mm_storel_epi64((__m128i *)q, _mm_packs_epi16(w, w));
 }
+/* 4 FTV_VL int32 in [-128, 127], a then b, c, d, as int8 at q: two packs and a permute */
+SIMD_INLINE void vi_store_i8x4(int8_t *q, vi a, vi b, vi c, vi d) {
+    const __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(a, b), _mm256_packs_epi32(c, d));
+    /* packs work within 128-bit lanes: dwords come out in the order a0 b0 c0 d0 a1 b1 c1 d1 */
+    _mm256_storeu_si256((__m256i *)q, _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+}
 /* The first min(n, FTV_VL) lanes (those of m) as int8 at q */
 SIMD_INLINE void vi_store_i8_n(int8_t *q, vi a, vmask m, int n) {
     (void)m;
@@ -167,6 +173,12 @@ SIMD_INLINE void vi_store_i8(int8_t *q, vi a) { _mm_storeu_si128((__m128i *)q, _
 SIMD_INLINE void vi_store_i8_n(int8_t *q, vi a, vmask m, int n) {
     (void)n;
     _mm512_mask_cvtepi32_storeu_epi8(q, m, a);
+}
+SIMD_INLINE void vi_store_i8x4(int8_t *q, vi a, vi b, vi c, vi d) {
+    const __m512i p = _mm512_packs_epi16(_mm512_packs_epi32(a, b), _mm512_packs_epi32(c, d));
+    /* packs work within 128-bit lanes: dword 4L + s holds source s's elements 4L .. 4L + 3 */
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    _mm512_storeu_si512((void *)q, _mm512_permutexvar_epi32(order, p));
 }
 SIMD_INLINE vmask vmask_first(int n) { return (vmask)(n >= 16 ? 0xFFFFu : (1u << n) - 1u); }
 SIMD_INLINE vf vf_load_mask(const float *p, vmask m) { return _mm512_maskz_loadu_ps(m, p); }
