@@ -145,6 +145,15 @@ struct ftv_kernels {
 /* The scalar sets' repack: none (they read the file's codes in place, flash on a microcontroller). */
 size_t ftv_repack_none(const ftv_tmat *w, int values, void *dst);
 
+/* The scalar kernels with a GEMM of one's own: the "scalar" and "lut" sets. */
+#define FTV_SCALAR_KERNELS(NAME, GEMM_SCRATCH, TGEMM)                                                            \
+    {                                                                                                            \
+        .name = NAME, .fast = 0, .wide = 0, .gemm_scratch = GEMM_SCRATCH, .repack = ftv_repack_none,             \
+        .tgemm = TGEMM, .patch_gemm = ftv_patch_gemm, .norm_quant = ftv_norm_quant, .layernorm = ftv_layernorm,  \
+        .gelu = ftv_gelu, .absmax = ftv_absmax, .quantize = ftv_quantize, .add_fvec = ftv_add_fvec,              \
+        .attend = ftv_attend, .attend_scratch = ftv_attend_scratch                                               \
+    }
+
 /* The sets (each file defines its own; the x86 ones are empty elsewhere). */
 extern const ftv_kernels ftv_kernels_scalar;
 extern const ftv_kernels ftv_kernels_lut;

@@ -126,20 +126,4 @@ static void lut_tgemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const
     }
 }
 
-/* The scalar set's kernels, but the GEMM. */
-const ftv_kernels ftv_kernels_lut = {
-    .name = "lut",
-    .wide = 0,
-    .gemm_scratch = lut_scratch,
-    .repack = ftv_repack_none,
-    .tgemm = lut_tgemm,
-    .patch_gemm = ftv_patch_gemm,
-    .norm_quant = ftv_norm_quant,
-    .layernorm = ftv_layernorm,
-    .gelu = ftv_gelu,
-    .absmax = ftv_absmax,
-    .quantize = ftv_quantize,
-    .add_fvec = ftv_add_fvec,
-    .attend = ftv_attend,
-    .attend_scratch = ftv_attend_scratch,
-};
+const ftv_kernels ftv_kernels_lut = FTV_SCALAR_KERNELS("lut", lut_scratch, lut_tgemm);

@@ -256,19 +256,4 @@ size_t ftv_repack_none(const ftv_tmat *w, int values, void *dst) {
     return 0; /* reads the file's codes in place (flash on a microcontroller) */
 }
 
-const ftv_kernels ftv_kernels_scalar = {
-    .name = "scalar",
-    .wide = 0,
-    .gemm_scratch = scalar_gemm_scratch,
-    .repack = ftv_repack_none,
-    .tgemm = ftv_tgemm_strided,
-    .patch_gemm = ftv_patch_gemm,
-    .norm_quant = ftv_norm_quant,
-    .layernorm = ftv_layernorm,
-    .gelu = ftv_gelu,
-    .absmax = ftv_absmax,
-    .quantize = ftv_quantize,
-    .add_fvec = ftv_add_fvec,
-    .attend = ftv_attend,
-    .attend_scratch = ftv_attend_scratch,
-};
+const ftv_kernels ftv_kernels_scalar = FTV_SCALAR_KERNELS("scalar", scalar_gemm_scratch, ftv_tgemm_strided);

@@ -109,8 +109,9 @@ typedef struct {
     ftv_tmat file, fast;
 } tmat_fixture;
 
-/* weights: 2 random, else every code equals `weights` (-1, 0, 1). */
-static void fixture_make(tmat_fixture *f, uint32_t kind, int rows, int k, int weights, float scale) {
+/* weights: 2 random, else every code equals `weights` (-1, 0, 1); values: a LayerNorm vector
+ * (the set's copy as floats), else a matrix. */
+static void fixture_make(tmat_fixture *f, uint32_t kind, int rows, int k, int weights, float scale, int values) {
     int per = kind == FTV_KIND_TQ2 ? 4 : 5, rb = (k + per - 1) / per;
     f->q = malloc((size_t)rows * k);
     f->packed = malloc((size_t)rows * rb);
@@ -119,10 +120,10 @@ static void fixture_make(tmat_fixture *f, uint32_t kind, int rows, int k, int we
     f->file = (ftv_tmat){f->packed, rows, k, rb, kind, scale, {NULL, 0, 0}, NULL};
     f->fast = f->file;
     f->repacked = NULL;
-    size_t bytes = simd->repack(&f->file, 0, NULL);
+    size_t bytes = simd->repack(&f->file, values, NULL);
     if (bytes) {
         f->repacked = malloc(bytes);
-        CHECK(simd->repack(&f->file, 0, f->repacked) == bytes, "repack size");
+        CHECK(simd->repack(&f->file, values, f->repacked) == bytes, "repack size");
         f->fast.repack = f->repacked;
     }
 }
@@ -147,7 +148,7 @@ static int scratch_k = 0;
 static void check_tgemm(uint32_t kind, int rows, int k, int tokens, int o0, int o1, int transposed, int accumulate,
                         int weights, int acts) {
     tmat_fixture f;
-    fixture_make(&f, kind, rows, k, weights, 1.5f);
+    fixture_make(&f, kind, rows, k, weights, 1.5f, 0);
     int8_t *xq = malloc((size_t)tokens * k);
     fill_acts(xq, (size_t)tokens * k, acts);
     float *xs = malloc(sizeof(float) * tokens);
@@ -220,7 +221,7 @@ static void test_simd_patch_gemm(void) {
         for (int with_bias = 0; with_bias <= 1; with_bias++) {
             const int rows = 24, chans = 3, k = chans * 16, tokens = with_bias ? 30 : 9; /* 30: 3 tiles of 10 */
             tmat_fixture f;
-            fixture_make(&f, kind, rows, k, 2, 0.0f);
+            fixture_make(&f, kind, rows, k, 2, 0.0f, 0);
             float rs[24], cs[24];
             uint16_t bias[24];
             for (int r = 0; r < rows; r++) {
@@ -258,11 +259,8 @@ static void test_simd_norm_quant(void) {
             for (int j = 0; j < k; j++) g32[j] = ftv_f16_to_f32(g16[j] = (uint16_t)(0x3400 + rnd(0x800)));
             ftv_fvec g = {f16 ? (const uint8_t *)g16 : (const uint8_t *)g32, f16, k};
             tmat_fixture lg, lb;
-            fixture_make(&lg, FTV_KIND_TQ1, 1, k, 2, 1.7f);
-            fixture_make(&lb, FTV_KIND_TQ2, 1, k, 2, 3.1f);
-            void *gv = malloc(simd->repack(&lg.file, 1, NULL) + 4), *bv = malloc(simd->repack(&lb.file, 1, NULL) + 4);
-            if (simd->repack(&lg.file, 1, gv)) lg.fast.repack = gv;
-            if (simd->repack(&lb.file, 1, bv)) lb.fast.repack = bv;
+            fixture_make(&lg, FTV_KIND_TQ1, 1, k, 2, 1.7f, 1);
+            fixture_make(&lb, FTV_KIND_TQ2, 1, k, 2, 3.1f, 1);
             int32_t sum0[5], sum1[5];
             ftv_kernels_scalar.norm_quant(x, (size_t)ldx, rows, ln ? &lg.file : NULL, ln ? &lb.file : NULL, 1e-6f, &g,
                                           1e-5f, 1e-5f, k, q0, s0, sum0, scratch);
@@ -277,7 +275,7 @@ static void test_simd_norm_quant(void) {
                       k, r, sum0[r], sum1[r], want);
             }
             fixture_free(&lg), fixture_free(&lb);
-            free(gv), free(bv), free(x), free(g32), free(g16), free(q0), free(q1), free(scratch);
+            free(x), free(g32), free(g16), free(q0), free(q1), free(scratch);
         }
 }
 
@@ -286,18 +284,15 @@ static void test_simd_layernorm(void) {
     for (size_t c = 0; c < sizeof ns / sizeof ns[0]; c++) {
         const int n = ns[c];
         tmat_fixture g, b;
-        fixture_make(&g, FTV_KIND_TQ1, 1, n, 2, 1.7f);
-        fixture_make(&b, FTV_KIND_TQ2, 1, n, 2, 3.1f);
-        void *gv = malloc(simd->repack(&g.file, 1, NULL) + 4), *bv = malloc(simd->repack(&b.file, 1, NULL) + 4);
-        if (simd->repack(&g.file, 1, gv)) g.fast.repack = gv;
-        if (simd->repack(&b.file, 1, bv)) b.fast.repack = bv;
+        fixture_make(&g, FTV_KIND_TQ1, 1, n, 2, 1.7f, 1);
+        fixture_make(&b, FTV_KIND_TQ2, 1, n, 2, 3.1f, 1);
         float *x = malloc(sizeof(float) * n), *o0 = malloc(sizeof(float) * n), *o1 = malloc(sizeof(float) * n);
         for (int j = 0; j < n; j++) x[j] = frand(-4.0f, 6.0f);
         ftv_kernels_scalar.layernorm(x, &g.file, &b.file, 1e-6f, n, o0);
         simd->layernorm(x, &g.fast, &b.fast, 1e-6f, n, o1);
         CHECK(memcmp(o0, o1, sizeof(float) * n) == 0, "layernorm n %d", n);
         fixture_free(&g), fixture_free(&b);
-        free(gv), free(bv), free(x), free(o0), free(o1);
+        free(x), free(o0), free(o1);
     }
 }
 
@@ -342,28 +337,37 @@ static void test_simd_image_kernels(void) {
     CHECK(q0[5] == 126 && q0[6] == -128, "quantize ties to even and clamps: %d %d", q0[5], q0[6]);
 }
 
+/* Attention of nq queries of one head by two kernel sets on the same random queries, keys and
+ * values, in place as the forward pass calls it (rows of 3 hd floats, the head's dimensions
+ * [hd, 2 hd)), each on scratch of exactly its own size (AddressSanitizer sees any overrun):
+ * o[0] and o[1] the rows after each, o[2] before (the caller frees them). */
+static void attend_two(const ftv_kernels *a, const ftv_kernels *b, int T, int hd, int nq, float scale, float *o[3]) {
+    const int ldk = (T + 7) & ~7, ld = 3 * hd;
+    float *kt = calloc((size_t)hd * ldk, sizeof(float)), *v = malloc(sizeof(float) * T * hd);
+    float *s0 = malloc(sizeof(float) * a->attend_scratch(ldk, hd, T)), *s1 = malloc(sizeof(float) * b->attend_scratch(ldk, hd, T));
+    for (int i = 0; i < 3; i++) o[i] = malloc(sizeof(float) * nq * ld);
+    for (int i = 0; i < nq * ld; i++) o[2][i] = frand(-2.0f, 2.0f);
+    for (int d = 0; d < hd; d++)
+        for (int j = 0; j < T; j++) kt[d * ldk + j] = frand(-2.0f, 2.0f);
+    for (int i = 0; i < T * hd; i++) v[i] = frand(-1.0f, 1.0f);
+    memcpy(o[0], o[2], sizeof(float) * nq * ld);
+    memcpy(o[1], o[2], sizeof(float) * nq * ld);
+    a->attend(o[0] + hd, ld, kt, ldk, v, hd, T, hd, scale, o[0] + hd, ld, nq, s0);
+    b->attend(o[1] + hd, ld, kt, ldk, v, hd, T, hd, scale, o[1] + hd, ld, nq, s1);
+    free(kt), free(v), free(s0), free(s1);
+}
+
 static void test_simd_attend(void) {
     /* tokens, hd, queries; also whole and partial 64-key blocks and 16-lane head dimensions
      * of the AVX-512 kernel, and a softmax with 8 to 15 keys past the last 16 */
     const int cases[][3] = {{1, 8, 1}, {5, 64, 5}, {17, 40, 9}, {197, 64, 99}, {33, 16, 7},
                             {64, 64, 4}, {100, 48, 6}, {129, 80, 3}, {29, 16, 3}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        const int T = cases[c][0], hd = cases[c][1], nq = cases[c][2], ldk = (T + 7) & ~7, ld = 3 * hd;
-        float *q = malloc(sizeof(float) * nq * ld), *kt = calloc((size_t)hd * ldk, sizeof(float));
-        float *v = malloc(sizeof(float) * T * hd), *o0 = malloc(sizeof(float) * nq * ld);
-        float *o1 = malloc(sizeof(float) * nq * ld), *sc = malloc(sizeof(float) * simd->attend_scratch(ldk, hd, T));
-        for (int i = 0; i < nq * ld; i++) q[i] = frand(-2.0f, 2.0f);
-        for (int d = 0; d < hd; d++)
-            for (int j = 0; j < T; j++) kt[d * ldk + j] = frand(-2.0f, 2.0f);
-        for (int i = 0; i < T * hd; i++) v[i] = frand(-1.0f, 1.0f);
-        memcpy(o0, q, sizeof(float) * nq * ld);
-        memcpy(o1, q, sizeof(float) * nq * ld);
-        const float scale = 1.0f / sqrtf((float)hd);
-        /* in place, as the forward pass calls it: each query's output replaces it */
-        ftv_kernels_scalar.attend(o0 + hd, ld, kt, ldk, v, hd, T, hd, scale, o0 + hd, ld, nq, sc);
-        simd->attend(o1 + hd, ld, kt, ldk, v, hd, T, hd, scale, o1 + hd, ld, nq, sc);
-        CHECK(memcmp(o0, o1, sizeof(float) * nq * ld) == 0, "attend tokens %d hd %d queries %d", T, hd, nq);
-        free(q), free(kt), free(v), free(o0), free(o1), free(sc);
+        const int T = cases[c][0], hd = cases[c][1], nq = cases[c][2];
+        float *o[3];
+        attend_two(&ftv_kernels_scalar, simd, T, hd, nq, 1.0f / sqrtf((float)hd), o);
+        CHECK(memcmp(o[0], o[1], sizeof(float) * nq * 3 * hd) == 0, "attend tokens %d hd %d queries %d", T, hd, nq);
+        free(o[0]), free(o[1]), free(o[2]);
     }
 }
 
@@ -383,25 +387,16 @@ static void test_fast_variant(const ftv_kernels *exact, const ftv_kernels *fast)
     for (int j = 0; j < 301; j++) CHECK(fabsf(g0[j] - g1[j]) <= 1e-6f * (1.0f + fabsf(g0[j])), "%s fast gelu %d", exact->name, j);
     const int cases[][3] = {{17, 16, 17}, {17, 32, 5}, {197, 64, 9}, {50, 32, 50}, {33, 12, 7}, {1, 16, 1}};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        const int T = cases[c][0], hd = cases[c][1], nq = cases[c][2], ldk = (T + 7) & ~7, ld = 3 * hd;
-        float *q = malloc(sizeof(float) * nq * ld), *kt = calloc((size_t)hd * ldk, sizeof(float));
-        float *v = malloc(sizeof(float) * T * hd), *o0 = malloc(sizeof(float) * nq * ld), *o1 = malloc(sizeof(float) * nq * ld);
-        float *s0 = malloc(sizeof(float) * exact->attend_scratch(ldk, hd, T));
-        float *s1 = malloc(sizeof(float) * fast->attend_scratch(ldk, hd, T));
-        for (int i = 0; i < nq * ld; i++) q[i] = frand(-2.0f, 2.0f);
-        for (int d = 0; d < hd; d++)
-            for (int j = 0; j < T; j++) kt[d * ldk + j] = frand(-2.0f, 2.0f);
-        for (int i = 0; i < T * hd; i++) v[i] = frand(-1.0f, 1.0f);
-        memcpy(o0, q, sizeof(float) * nq * ld);
-        memcpy(o1, q, sizeof(float) * nq * ld);
-        exact->attend(o0 + hd, ld, kt, ldk, v, hd, T, hd, 0.25f, o0 + hd, ld, nq, s0);
-        fast->attend(o1 + hd, ld, kt, ldk, v, hd, T, hd, 0.25f, o1 + hd, ld, nq, s1);
+        const int T = cases[c][0], hd = cases[c][1], nq = cases[c][2], ld = 3 * hd;
+        float *o[3];
+        attend_two(exact, fast, T, hd, nq, 0.25f, o);
         float worst = 0.0f; /* outputs are averages of values in [-1, 1]: bf16 rounds them to ~4e-3 */
-        for (int i = 0; i < nq * ld; i++) worst = fabsf(o0[i] - o1[i]) > worst ? fabsf(o0[i] - o1[i]) : worst;
+        for (int i = 0; i < nq * ld; i++) worst = fabsf(o[0][i] - o[1][i]) > worst ? fabsf(o[0][i] - o[1][i]) : worst;
         CHECK(worst <= 4e-3f, "%s fast attend tokens %d hd %d: %g", exact->name, T, hd, worst);
         for (int i = 0; i < nq; i++) /* the other columns of the rows untouched */
-            CHECK(memcmp(o1 + i * ld, q + i * ld, sizeof(float) * hd) == 0, "%s fast attend writes past its head", exact->name);
-        free(q), free(kt), free(v), free(o0), free(o1), free(s0), free(s1);
+            CHECK(memcmp(o[1] + i * ld, o[2] + i * ld, sizeof(float) * hd) == 0, "%s fast attend writes past its head",
+                  exact->name);
+        free(o[0]), free(o[1]), free(o[2]);
     }
 }
 
