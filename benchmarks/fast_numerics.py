@@ -8,11 +8,16 @@ the C engine classifies the whole test split twice, with ``numerics="exact"`` an
 when, on every run, its top-1 agreement with PyTorch is within 0.05 percentage points of the
 exact mode's and its test accuracy within 0.05 points of the exact mode's.
 
-    python benchmarks/fast_numerics.py RUN_DIR [RUN_DIR ...] [--out benchmarks/results/fast_numerics.json]
+    python benchmarks/fast_numerics.py RUN_DIR [RUN_DIR ...] [--kernels avx512 avx2]
+        [--out benchmarks/results/fast_numerics.json]
+
+The AVX-512 set's fast mode uses bf16 products where the CPU has AVX512_BF16; the AVX2 set's only
+fused multiply-adds.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -41,7 +46,7 @@ def fast_vs_exact(engine_file: Path, dataset, batch_size: int = 256) -> dict:
             "median_rel_diff": float(np.median(rel))}
 
 
-def evaluate_run(run: Path) -> dict:
+def evaluate_run(run: Path, kernels: str) -> dict:
     config = yaml.safe_load((run / "phase2" / "config.yaml").read_text())
     engine_file, checkpoint = run / "model.ftv", run / "phase2" / "last.pth"
     for f in (engine_file, checkpoint):
@@ -49,6 +54,7 @@ def evaluate_run(run: Path) -> dict:
             raise FtervitError(f"{f} is missing: {run} is not a finished quickstart / fashion_mnist run")
     splits, student = load_test_split_and_student(config["model"], checkpoint, config["data"], config["data_dir"])
     torch.set_num_threads(1)
+    os.environ["FTV_KERNELS"] = kernels  # read by the engine at load
     modes = {}
     for numerics in ("exact", "fast"):
         t = time.perf_counter()
@@ -66,11 +72,19 @@ def evaluate_run(run: Path) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", type=Path, help="trained run folders (model.ftv, phase2/)")
+    p.add_argument("--kernels", nargs="+", default=["avx512", "avx2"],
+                   help="the x86 kernel sets to try (FTV_KERNELS); those this CPU lacks are left out")
     p.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fast_numerics.json")
     args = p.parse_args()
-    results = [evaluate_run(run) for run in args.runs]
-    kernels = results[0]["fast"]["kernels"] if results else None
-    atomic_write_json(args.out, {"tolerance_pp": TOLERANCE_PP, "kernels": kernels, "runs": results,
+    results = []
+    for kernels in args.kernels:
+        os.environ["FTV_KERNELS"] = kernels
+        with Engine(args.runs[0] / "model.ftv") as probe:
+            if probe.kernels != kernels:
+                print(f"{kernels}: not on this CPU, left out")
+                continue
+        results += [evaluate_run(run, kernels) for run in args.runs]
+    atomic_write_json(args.out, {"tolerance_pp": TOLERANCE_PP, "runs": results,
                                  "all_within_tolerance": all(r["within_tolerance"] for r in results)})
     for r in results:
         e, f = r["exact"], r["fast"]
