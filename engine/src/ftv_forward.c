@@ -12,10 +12,10 @@
  * embedding, norms and quantizers, the attention projection, the MLP. Only attention mixes
  * tokens: after the qkv inputs of all tokens are ready (a barrier), each thread takes whole
  * heads (heads i, i + n, ...; a remainder of heads is split by rows and queries among all
- * threads), a second barrier waits for all heads, and a third for every thread to have read
- * its tokens' attention output before the MLP tiles reuse those bytes. Three barriers a block
- * (not one per GEMM) keep threads from waiting on each other when the machine is busy with
- * other work. Every value is computed by the same operations whichever thread computes it,
+ * threads), a second barrier waits for all heads, and (in the small layout of the scalar sets)
+ * a third for every thread to have read its tokens' attention output before the MLP tiles reuse
+ * those bytes. Two or three barriers a block (not one per GEMM) keep threads from waiting on each
+ * other when the machine is busy with other work. Every value is computed by the same operations whichever thread computes it,
  * so the logits do not depend on the number of threads (tests/test_engine.py checks it). */
 #ifdef FTV_PROFILE
 #define _POSIX_C_SOURCE 199309L /* clock_gettime */
@@ -61,6 +61,7 @@ size_t ftv_state_layout(ftv_model *m, void *arena) {
     }
     const size_t phase = off;
     CARVE(s->o, T * D * 4); /* attention */
+    const size_t after_o = off;
     for (size_t i = 0; i < n; i++) {
         CARVE(m->ts[i].kt, hd * ldk * 4);
         CARVE(m->ts[i].vh, T * hd * 4);
@@ -71,7 +72,11 @@ size_t ftv_state_layout(ftv_model *m, void *arena) {
     const size_t room = (off - phase) / n;
     size_t tile = wide ? MLP_TILE_WIDE : room > 192 ? (room - 192) / (H * 5 + 4) : 0;
     m->mlp_tile = (int)(tile < MLP_TILE_MIN ? MLP_TILE_MIN : tile > T ? T : tile);
-    off = phase;
+    /* With several threads, the wide sets' tiles start past o (over the dead keys and values):
+     * a thread's MLP cannot overwrite the attention output another is still quantizing, so no
+     * barrier guards it. */
+    m->mlp_after_o = wide && n > 1;
+    off = m->mlp_after_o ? after_o : phase;
     for (size_t i = 0; i < n; i++) {
         CARVE(m->ts[i].hid, (size_t)m->mlp_tile * H * 4);
         CARVE(m->ts[i].hq, (size_t)m->mlp_tile * H);
@@ -199,7 +204,7 @@ static void attention(ftv_model *m, const ftv_block *b, int i, int n, int t0, in
     FTV_PHASE(&ts->prof, FTV_PHASE_NORM);
     k->norm_quant(s->o + (size_t)t0 * D, D, t1 - t0, NULL, NULL, 0.0f, &b->proj_rms, m->rms_eps, m->quant_eps, D,
                   s->xq + (size_t)t0 * D, s->xs + t0, at(s->xsum, t0), ts->row);
-    barrier(m, ts); /* o is read: the MLP tiles may overwrite it */
+    if (!m->mlp_after_o) barrier(m, ts); /* o is read: the MLP tiles may overwrite it */
     FTV_PHASE(&ts->prof, FTV_PHASE_GEMM);
     if (t1 > t0)
         k->tgemm(&b->proj, 0, D, s->xq + (size_t)t0 * D, s->xs + t0, at(s->xsum, t0), t1 - t0, s->x + (size_t)t0 * D, D, 1, ts->gemm,

@@ -69,6 +69,7 @@ struct ftv_model {
     float ln_eps, rms_eps, quant_eps;
     int head_dim, num_patches, pos_len, max_k;
     int mlp_tile; /* most tokens of one thread's MLP tile */
+    int mlp_after_o; /* the MLP tiles do not overlap the attention output (ftv_state_layout) */
     int ldk; /* row stride of the transposed keys: tokens rounded up to 8 */
     ftv_weights w;
     ftv_state s;
