@@ -40,12 +40,11 @@
  * register; the scalar code follows the same order, so all kernel sets agree to the bit. */
 #define FTV_LANES 64
 
-static inline float ftv_lanes_sum(const float part[FTV_LANES]) {
-    float p[FTV_LANES];
-    memcpy(p, part, sizeof p);
+/* The folds in place: part holds partial sums no more afterwards. */
+static inline float ftv_lanes_sum(float part[FTV_LANES]) {
     for (int w = FTV_LANES / 2; w >= 1; w /= 2)
-        for (int i = 0; i < w; i++) p[i] += p[i + w];
-    return p[0];
+        for (int i = 0; i < w; i++) part[i] += part[i + w];
+    return part[0];
 }
 
 static inline float ftv_expf(float x) {
@@ -75,7 +74,7 @@ static inline float ftv_expf(float x) {
  * coefficients picked by the interval: SIMD code selects them with a permute of an 8-lane table,
  * instead of evaluating two branches and blending. Coefficients: [power, highest first][interval]. */
 #define FTV_ERF_N 8
-#define FTV_ERF_DEG 6
+#define FTV_ERF_DEG 6 /* ftv_erff writes its 6 steps out */
 #define FTV_ERF_CLAMP 4.0f
 static const float ftv_erf_center[FTV_ERF_N] = {0.0f, 0.75f, 1.25f, 1.75f, 2.25f, 2.75f, 3.25f, 3.75f};
 static const float ftv_erf_coef[FTV_ERF_DEG + 1][FTV_ERF_N] = {
@@ -98,8 +97,14 @@ static inline float ftv_erff(float x) {
     const float t = fabsf(x), t2 = t * 2.0f;
     const int i = t2 < (float)FTV_ERF_N ? (int)t2 : FTV_ERF_N - 1; /* NaN: the last interval */
     const float u = t - ftv_erf_center[i];
-    float p = ftv_erf_coef[0][i];
-    for (int k = 1; k <= FTV_ERF_DEG; k++) p = p * u + ftv_erf_coef[k][i];
+    const float *c = &ftv_erf_coef[0][i]; /* Horner written out: a loop costs a microcontroller more */
+    float p = c[0];
+    p = p * u + c[1 * FTV_ERF_N];
+    p = p * u + c[2 * FTV_ERF_N];
+    p = p * u + c[3 * FTV_ERF_N];
+    p = p * u + c[4 * FTV_ERF_N];
+    p = p * u + c[5 * FTV_ERF_N];
+    p = p * u + c[6 * FTV_ERF_N];
     return copysignf(t < FTV_ERF_CLAMP ? p : 1.0f, x);
 }
 
