@@ -128,17 +128,11 @@ static void embed(ftv_model *m, const float *img, int t0, int t1, ftv_thread_sta
     const ftv_config *c = &m->cfg;
     ftv_state *s = &m->s;
     const int C = c->in_chans, H = c->img_h, W = c->img_w, ph = c->patch_h, pw = c->patch_w;
-    const int gw = W / pw, kp = C * ph * pw, D = c->embed_dim;
+    const int kp = C * ph * pw, D = c->embed_dim;
     const int has_cls = (c->flags & FTV_FLAG_CLASS_TOKEN) != 0;
     const int no_embed_class = (c->flags & FTV_FLAG_NO_EMBED_CLASS) != 0;
     const int p0 = t0 - has_cls > 0 ? t0 - has_cls : 0, p1 = t1 - has_cls; /* patches of these tokens */
-    for (int pi = p0; pi < p1; pi++) { /* gather each patch in (C, ph, pw) order */
-        int8_t *dst = s->img_q + (size_t)pi * kp;
-        int y0 = (pi / gw) * ph, x0 = (pi % gw) * pw;
-        for (int ch = 0; ch < C; ch++)
-            for (int dy = 0; dy < ph; dy++, dst += pw)
-                m->kernels->quantize(img + ((size_t)ch * H + y0 + dy) * W + x0, pw, s->img_s[ch], dst);
-    }
+    m->kernels->quantize_patches(img, C, H, W, ph, pw, s->img_s, p0, p1, s->img_q);
     if (p1 > p0)
         m->kernels->patch_gemm(&m->w.patch, 0, D, s->img_q + (size_t)p0 * kp, s->img_s, C, p1 - p0, &m->w.patch_cs,
                                &m->w.patch_bias, s->x + (size_t)(p0 + has_cls) * D, D, ts->gemm);

@@ -86,11 +86,13 @@ void ftv_patch_gemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const f
 void ftv_layernorm(const float *x, const ftv_tmat *gamma, const ftv_tmat *beta, float eps, int n,
                    float *out);
 
-/* The image's per-channel quantizer and the position embedding:
- * ftv_absmax = max |x[j]|; ftv_quantize: q[j] = rint(x[j] * s) clamped to int8; ftv_add_fvec:
- * x[j] += v[i0 + j]; all for j < n. */
+/* The image's per-channel quantizer and the position embedding: ftv_absmax = max |x[j]|, j < n;
+ * ftv_quantize_patches: the patches [p0, p1) of an image (chans, h, w) of patches (ph, pw), each
+ * gathered in (chans, ph, pw) order and quantized, q = rint(x * scales[channel]) clamped to int8,
+ * into q + patch * chans * ph * pw; ftv_add_fvec: x[j] += v[i0 + j], j < n. */
 float ftv_absmax(const float *x, int n);
-void ftv_quantize(const float *x, int n, float s, int8_t *q);
+void ftv_quantize_patches(const float *img, int chans, int h, int w, int ph, int pw, const float *scales, int p0,
+                          int p1, int8_t *q);
 void ftv_add_fvec(float *x, const ftv_fvec *v, int i0, int n);
 
 /* In-place softmax of n floats. */
@@ -134,7 +136,8 @@ struct ftv_kernels {
                       float *out);
     void (*gelu)(float *x, int n);
     float (*absmax)(const float *x, int n);
-    void (*quantize)(const float *x, int n, float s, int8_t *q);
+    void (*quantize_patches)(const float *img, int chans, int h, int w, int ph, int pw, const float *scales, int p0,
+                             int p1, int8_t *q);
     void (*add_fvec)(float *x, const ftv_fvec *v, int i0, int n);
     void (*attend)(const float *q, int ldq, const float *kt, int ldk, const float *v, int ldv,
                    int tokens, int hd, float scale, float *out, int ldo, int nq, float *scratch);
@@ -150,7 +153,7 @@ size_t ftv_repack_none(const ftv_tmat *w, int values, void *dst);
     {                                                                                                            \
         .name = NAME, .fast = 0, .wide = 0, .gemm_scratch = GEMM_SCRATCH, .repack = ftv_repack_none,             \
         .tgemm = TGEMM, .patch_gemm = ftv_patch_gemm, .norm_quant = ftv_norm_quant, .layernorm = ftv_layernorm,  \
-        .gelu = ftv_gelu, .absmax = ftv_absmax, .quantize = ftv_quantize, .add_fvec = ftv_add_fvec,              \
+        .gelu = ftv_gelu, .absmax = ftv_absmax, .quantize_patches = ftv_quantize_patches, .add_fvec = ftv_add_fvec,              \
         .attend = ftv_attend, .attend_scratch = ftv_attend_scratch                                               \
     }
 

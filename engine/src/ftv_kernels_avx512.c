@@ -240,7 +240,7 @@ static BF16 void bf16_attend(const float *q, int ldq, const float *kt, int ldk, 
 const ftv_kernels ftv_kernels_avx512_bf16 = {
     .name = "avx512", .fast = 1, .wide = 1, .gemm_scratch = x86_gemm_scratch, .repack = ftv_x86_repack,
     .tgemm = x86_tgemm, .patch_gemm = x86_patch_gemm, .norm_quant = x86_norm_quant, .layernorm = x86_layernorm,
-    .gelu = x86_gelu_fast, .absmax = x86_absmax, .quantize = x86_quantize, .add_fvec = x86_add_fvec,
+    .gelu = x86_gelu_fast, .absmax = x86_absmax, .quantize_patches = x86_quantize_patches, .add_fvec = x86_add_fvec,
     .attend = bf16_attend, .attend_scratch = bf16_attend_scratch,
 };
 

@@ -192,10 +192,18 @@ float ftv_absmax(const float *x, int n) {
     return amax;
 }
 
-void ftv_quantize(const float *x, int n, float s, int8_t *q) {
-    for (int j = 0; j < n; j++) {
-        const float v = rintf(x[j] * s);
-        q[j] = (int8_t)(v > 127.0f ? 127 : (v < -128.0f ? -128 : (int)v));
+void ftv_quantize_patches(const float *img, int chans, int h, int w, int ph, int pw, const float *scales, int p0,
+                          int p1, int8_t *q) {
+    const int gw = w / pw;
+    for (int pi = p0; pi < p1; pi++) {
+        int8_t *dst = q + (size_t)pi * chans * ph * pw;
+        const int y0 = (pi / gw) * ph, x0 = (pi % gw) * pw;
+        for (int ch = 0; ch < chans; ch++)
+            for (int dy = 0; dy < ph; dy++)
+                for (int dx = 0; dx < pw; dx++) {
+                    const float v = rintf(img[((size_t)ch * h + y0 + dy) * w + x0 + dx] * scales[ch]);
+                    *dst++ = (int8_t)(v > 127.0f ? 127 : (v < -128.0f ? -128 : (int)v));
+                }
     }
 }
 

@@ -517,12 +517,26 @@ static float x86_absmax(const float *x, int n) {
     return vf_hmax(mx); /* exact in any order */
 }
 
-static void x86_quantize(const float *x, int n, float s, int8_t *q) {
-    const vf sv = vf_set1(s), lo = vf_set1(-128.0f), hi = vf_set1(127.0f);
-    int j = 0;
-    for (; j + FTV_VL <= n; j += FTV_VL)
-        vi_store_i8(q + j, vf_to_i32(vf_min(vf_max(vf_round(vf_mul(vf_load(x + j), sv)), lo), hi)));
-    ftv_quantize(x + j, n - j, s, q + j);
+static void x86_quantize_patches(const float *img, int chans, int h, int w, int ph, int pw, const float *scales,
+                                 int p0, int p1, int8_t *q) {
+    const int gw = w / pw;
+    const vf lo = vf_set1(-128.0f), hi = vf_set1(127.0f);
+    for (int pi = p0; pi < p1; pi++) {
+        int8_t *dst = q + (size_t)pi * chans * ph * pw;
+        const int y0 = (pi / gw) * ph, x0 = (pi % gw) * pw;
+        for (int ch = 0; ch < chans; ch++) {
+            const vf sv = vf_set1(scales[ch]);
+            for (int dy = 0; dy < ph; dy++, dst += pw) { /* a row of the patch, the last vector masked */
+                const float *x = img + ((size_t)ch * h + y0 + dy) * w + x0;
+                for (int j = 0; j < pw; j += FTV_VL) {
+                    const vmask m = lanes_left(pw, j);
+                    const vi c = vf_to_i32(vf_min(vf_max(vf_round(vf_mul(vf_load_mask(x + j, m), sv)), lo), hi));
+                    if (j + FTV_VL <= pw) vi_store_i8(dst + j, c);
+                    else vi_store_i8_n(dst + j, c, m, pw - j);
+                }
+            }
+        }
+    }
 }
 
 INLINE void add_fvec_with(float *x, const ftv_fvec *v, int i0, int n, const int f16) {
@@ -780,7 +794,7 @@ static void x86_attend_fast(const float *q, int ldq, const float *kt, int ldk, c
     {                                                                                                            \
         .name = NAME, .fast = FAST, .wide = 1, .gemm_scratch = x86_gemm_scratch, .repack = ftv_x86_repack,       \
         .tgemm = x86_tgemm, .patch_gemm = x86_patch_gemm, .norm_quant = x86_norm_quant,                          \
-        .layernorm = x86_layernorm, .gelu = GELU, .absmax = x86_absmax, .quantize = x86_quantize,                \
+        .layernorm = x86_layernorm, .gelu = GELU, .absmax = x86_absmax, .quantize_patches = x86_quantize_patches,                \
         .add_fvec = x86_add_fvec, .attend = ATTEND, .attend_scratch = ftv_attend_scratch                         \
     }
 

@@ -311,21 +311,16 @@ static void test_simd_gelu(void) {
     free(a), free(b);
 }
 
-/* The image quantizer and the position embedding: absmax, quantize, add_fvec. */
+/* The image quantizer and the position embedding: absmax, quantize_patches, add_fvec. */
 static void test_simd_image_kernels(void) {
     const int n = 77;
     float x[77], a[77], b[77];
     uint16_t v16[80];
     float v32[80];
-    int8_t q0[77], q1[77];
     for (int j = 0; j < n; j++) x[j] = frand(-300.0f, 300.0f) * (j % 9 ? 0.01f : 1.0f);
-    x[5] = 126.5f / 0.5f, x[6] = -128.5f / 0.5f; /* ties and the clamp at scale 0.5 */
     for (int j = 0; j < 80; j++) v32[j] = ftv_f16_to_f32(v16[j] = (uint16_t)(0x2000 + rnd(0x5000)));
     for (int len = 0; len <= n; len += 11) {
         CHECK(ftv_kernels_scalar.absmax(x, len) == simd->absmax(x, len), "%s absmax %d", simd->name, len);
-        ftv_kernels_scalar.quantize(x, len, 0.5f, q0);
-        simd->quantize(x, len, 0.5f, q1);
-        CHECK(memcmp(q0, q1, (size_t)len) == 0, "%s quantize %d", simd->name, len);
         for (int f16 = 0; f16 <= 1; f16++) {
             const ftv_fvec v = {f16 ? (const uint8_t *)v16 : (const uint8_t *)v32, f16, 80};
             memcpy(a, x, sizeof x), memcpy(b, x, sizeof x);
@@ -334,7 +329,24 @@ static void test_simd_image_kernels(void) {
             CHECK(memcmp(a, b, sizeof a) == 0, "%s add_fvec %d f16 %d", simd->name, len, f16);
         }
     }
-    CHECK(q0[5] == 126 && q0[6] == -128, "quantize ties to even and clamps: %d %d", q0[5], q0[6]);
+    /* patches of 16 x 16 (a whole AVX-512 vector a row), 7 x 7 and 3 x 5 (masked tails), 2 channels */
+    const int shapes[][2] = {{16, 16}, {7, 7}, {3, 5}};
+    for (size_t c = 0; c < sizeof shapes / sizeof shapes[0]; c++) {
+        const int ph = shapes[c][0], pw = shapes[c][1], h = 3 * ph, w = 4 * pw, chans = 2, kp = chans * ph * pw;
+        float *img = malloc(sizeof(float) * chans * h * w), scales[2] = {0.5f, 1.25f};
+        int8_t *q0 = calloc((size_t)12 * kp, 1), *q1 = calloc((size_t)12 * kp, 1);
+        for (int i = 0; i < chans * h * w; i++) img[i] = frand(-150.0f, 150.0f);
+        img[0] = 126.5f / 0.5f, img[1] = -128.5f / 0.5f; /* ties and the clamp of channel 0 */
+        ftv_kernels_scalar.quantize_patches(img, chans, h, w, ph, pw, scales, 1, 12, q0);
+        simd->quantize_patches(img, chans, h, w, ph, pw, scales, 1, 12, q1);
+        CHECK(memcmp(q0, q1, (size_t)12 * kp) == 0, "%s quantize_patches %d x %d", simd->name, ph, pw);
+        ftv_kernels_scalar.quantize_patches(img, chans, h, w, ph, pw, scales, 0, 1, q0);
+        CHECK(q0[0] == 126 && q0[1] == -128, "quantize ties to even and clamps: %d %d", q0[0], q0[1]);
+        const float first1 = rintf(img[h * w] * 1.25f); /* channel 1's first pixel */
+        CHECK(q0[ph * pw] == (int8_t)(first1 > 127.0f ? 127 : first1 < -128.0f ? -128 : first1),
+              "patch order: channel 1 after channel 0");
+        free(img), free(q0), free(q1);
+    }
 }
 
 /* Attention of nq queries of one head by two kernel sets on the same random queries, keys and
