@@ -30,6 +30,10 @@
 #define MLP_TILE_WIDE 64 /* tokens per MLP tile of the wide (x86) kernel sets */
 #define ROW_ALIGN 16    /* GEMM row ranges split among threads start at multiples of this (AVX2 panel) */
 
+/* Whether the MLP tiles have bytes of their own, not the attention output's: with several
+ * threads, the wide (x86) sets' layout. */
+static int mlp_after_o(const ftv_model *m) { return m->kernels->wide && m->threads > 1; }
+
 static size_t carve(size_t *off, size_t bytes) {
     size_t at = (*off + 63u) & ~(size_t)63u; /* 64-byte aligned, for SIMD kernels */
     *off = at + bytes;
@@ -75,8 +79,7 @@ size_t ftv_state_layout(ftv_model *m, void *arena) {
     /* With several threads, the wide sets' tiles start past o (over the dead keys and values):
      * a thread's MLP cannot overwrite the attention output another is still quantizing, so no
      * barrier guards it. */
-    m->mlp_after_o = wide && n > 1;
-    off = m->mlp_after_o ? after_o : phase;
+    off = mlp_after_o(m) ? after_o : phase;
     for (size_t i = 0; i < n; i++) {
         CARVE(m->ts[i].hid, (size_t)m->mlp_tile * H * 4);
         CARVE(m->ts[i].hq, (size_t)m->mlp_tile * H);
@@ -198,7 +201,7 @@ static void attention(ftv_model *m, const ftv_block *b, int i, int n, int t0, in
     FTV_PHASE(&ts->prof, FTV_PHASE_NORM);
     k->norm_quant(s->o + (size_t)t0 * D, D, t1 - t0, NULL, NULL, 0.0f, &b->proj_rms, m->rms_eps, m->quant_eps, D,
                   s->xq + (size_t)t0 * D, s->xs + t0, at(s->xsum, t0), ts->row);
-    if (!m->mlp_after_o) barrier(m, ts); /* o is read: the MLP tiles may overwrite it */
+    if (!mlp_after_o(m)) barrier(m, ts); /* o is read: the MLP tiles may overwrite it */
     FTV_PHASE(&ts->prof, FTV_PHASE_GEMM);
     if (t1 > t0)
         k->tgemm(&b->proj, 0, D, s->xq + (size_t)t0 * D, s->xs + t0, at(s->xsum, t0), t1 - t0, s->x + (size_t)t0 * D, D, 1, ts->gemm,

@@ -116,6 +116,7 @@ struct ftv_kernels {
      * and values where the CPU has AVX512_BF16; docs/engine.md), 0: exact (every set computes the
      * same bits) */
     int fast;
+    const ftv_kernels *exact; /* the exact set this one is (itself) or is the fast variant of */
     /* 1: the forward pass may trade memory for speed (whole-sequence MLP buffers instead of
      * small tiles, ftv_forward.c); 0: the small arena of a microcontroller */
     int wide;
@@ -149,9 +150,9 @@ struct ftv_kernels {
 size_t ftv_repack_none(const ftv_tmat *w, int values, void *dst);
 
 /* The scalar kernels with a GEMM of one's own: the "scalar" and "lut" sets. */
-#define FTV_SCALAR_KERNELS(NAME, GEMM_SCRATCH, TGEMM)                                                            \
+#define FTV_SCALAR_KERNELS(NAME, SELF, GEMM_SCRATCH, TGEMM)                                                      \
     {                                                                                                            \
-        .name = NAME, .fast = 0, .wide = 0, .gemm_scratch = GEMM_SCRATCH, .repack = ftv_repack_none,             \
+        .name = NAME, .fast = 0, .exact = SELF, .wide = 0, .gemm_scratch = GEMM_SCRATCH, .repack = ftv_repack_none, \
         .tgemm = TGEMM, .patch_gemm = ftv_patch_gemm, .norm_quant = ftv_norm_quant, .layernorm = ftv_layernorm,  \
         .gelu = ftv_gelu, .absmax = ftv_absmax, .quantize_patches = ftv_quantize_patches, .add_fvec = ftv_add_fvec,              \
         .attend = ftv_attend, .attend_scratch = ftv_attend_scratch                                               \

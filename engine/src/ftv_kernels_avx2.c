@@ -180,8 +180,8 @@ static void dot_tile(const uint8_t *panel, int nrg, const int8_t *a, size_t lda,
 
 #include "ftv_kernels_x86.h"
 
-const ftv_kernels ftv_kernels_avx2_set = X86_KERNELS("avx2", 0, x86_gelu, x86_attend);
-const ftv_kernels ftv_kernels_avx2_fast = X86_KERNELS("avx2", 1, x86_gelu_fast, x86_attend_fast);
+const ftv_kernels ftv_kernels_avx2_set = X86_KERNELS("avx2", 0, &ftv_kernels_avx2_set, x86_gelu, x86_attend);
+const ftv_kernels ftv_kernels_avx2_fast = X86_KERNELS("avx2", 1, &ftv_kernels_avx2_set, x86_gelu_fast, x86_attend_fast);
 
 #if defined(__clang__)
 #pragma clang attribute pop

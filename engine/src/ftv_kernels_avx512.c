@@ -115,8 +115,8 @@ static void dot_tile(const uint8_t *panel, int nrg, const int8_t *a, size_t lda,
 
 #include "ftv_kernels_x86.h"
 
-const ftv_kernels ftv_kernels_avx512_set = X86_KERNELS("avx512", 0, x86_gelu, x86_attend);
-const ftv_kernels ftv_kernels_avx512_fast = X86_KERNELS("avx512", 1, x86_gelu_fast, x86_attend_fast);
+const ftv_kernels ftv_kernels_avx512_set = X86_KERNELS("avx512", 0, &ftv_kernels_avx512_set, x86_gelu, x86_attend);
+const ftv_kernels ftv_kernels_avx512_fast = X86_KERNELS("avx512", 1, &ftv_kernels_avx512_set, x86_gelu_fast, x86_attend_fast);
 
 /* ---- the fast mode's attention with bf16 products (AVX512_BF16) ------------------------ */
 
@@ -238,10 +238,10 @@ static BF16 void bf16_attend(const float *q, int ldq, const float *kt, int ldk, 
 }
 
 const ftv_kernels ftv_kernels_avx512_bf16 = {
-    .name = "avx512", .fast = 1, .wide = 1, .gemm_scratch = x86_gemm_scratch, .repack = ftv_x86_repack,
-    .tgemm = x86_tgemm, .patch_gemm = x86_patch_gemm, .norm_quant = x86_norm_quant, .layernorm = x86_layernorm,
-    .gelu = x86_gelu_fast, .absmax = x86_absmax, .quantize_patches = x86_quantize_patches, .add_fvec = x86_add_fvec,
-    .attend = bf16_attend, .attend_scratch = bf16_attend_scratch,
+    .name = "avx512", .fast = 1, .exact = &ftv_kernels_avx512_set, .wide = 1, .gemm_scratch = x86_gemm_scratch,
+    .repack = ftv_x86_repack, .tgemm = x86_tgemm, .patch_gemm = x86_patch_gemm, .norm_quant = x86_norm_quant,
+    .layernorm = x86_layernorm, .gelu = x86_gelu_fast, .absmax = x86_absmax, .quantize_patches = x86_quantize_patches,
+    .add_fvec = x86_add_fvec, .attend = bf16_attend, .attend_scratch = bf16_attend_scratch,
 };
 
 #if defined(__clang__)

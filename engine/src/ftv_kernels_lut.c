@@ -126,4 +126,4 @@ static void lut_tgemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const
     }
 }
 
-const ftv_kernels ftv_kernels_lut = FTV_SCALAR_KERNELS("lut", lut_scratch, lut_tgemm);
+const ftv_kernels ftv_kernels_lut = FTV_SCALAR_KERNELS("lut", &ftv_kernels_lut, lut_scratch, lut_tgemm);

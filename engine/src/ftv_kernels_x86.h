@@ -790,9 +790,10 @@ static void x86_attend_fast(const float *q, int ldq, const float *kt, int ldk, c
 
 /* A kernel table of the set including this file: the exact mode's kernels or the fast mode's
  * (fused multiply-add in attention, softmax and GELU). */
-#define X86_KERNELS(NAME, FAST, GELU, ATTEND)                                                                    \
+#define X86_KERNELS(NAME, FAST, EXACT, GELU, ATTEND)                                                             \
     {                                                                                                            \
-        .name = NAME, .fast = FAST, .wide = 1, .gemm_scratch = x86_gemm_scratch, .repack = ftv_x86_repack,       \
+        .name = NAME, .fast = FAST, .exact = EXACT, .wide = 1, .gemm_scratch = x86_gemm_scratch,                 \
+        .repack = ftv_x86_repack,                                                                                \
         .tgemm = x86_tgemm, .patch_gemm = x86_patch_gemm, .norm_quant = x86_norm_quant,                          \
         .layernorm = x86_layernorm, .gelu = GELU, .absmax = x86_absmax, .quantize_patches = x86_quantize_patches,                \
         .add_fvec = x86_add_fvec, .attend = ATTEND, .attend_scratch = ftv_attend_scratch                         \

@@ -380,7 +380,7 @@ static ftv_status load(loader *L, ftv_model *m) {
     if (!m->w.blocks) return fail(L, FTV_ERR_NOMEM, "out of memory");
     TRY(bind_all(L, m));
     TRY(bind_class_names(L, m));
-    m->kernels = m->exact = ftv_kernels_select();
+    m->kernels = ftv_kernels_select();
     TRY(repack_weights(L, m));
     m->ldk = (m->cfg.num_tokens + 7) & ~7;
     if (layout_arena(m, 1) != FTV_OK) return fail(L, FTV_ERR_NOMEM, "cannot allocate the arena");
@@ -452,7 +452,8 @@ int ftv_model_threads(const ftv_model *m) { return m->threads; }
 
 ftv_status ftv_model_set_numerics(ftv_model *m, ftv_numerics mode) {
     if (!m || (mode != FTV_NUMERICS_EXACT && mode != FTV_NUMERICS_FAST)) return FTV_ERR_ARG;
-    const ftv_kernels *want = mode == FTV_NUMERICS_FAST ? ftv_kernels_fast(m->exact) : m->exact;
+    const ftv_kernels *exact = m->kernels->exact;
+    const ftv_kernels *want = mode == FTV_NUMERICS_FAST ? ftv_kernels_fast(exact) : exact;
     if (!want) return FTV_ERR_ARG; /* no fast variant: the scalar sets */
     if (want == m->kernels) return FTV_OK;
     const ftv_kernels *old = m->kernels; /* the fast attention may need other scratch: lay out again */

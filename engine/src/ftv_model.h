@@ -69,12 +69,10 @@ struct ftv_model {
     float ln_eps, rms_eps, quant_eps;
     int head_dim, num_patches, pos_len, max_k;
     int mlp_tile; /* most tokens of one thread's MLP tile */
-    int mlp_after_o; /* the MLP tiles do not overlap the attention output (ftv_state_layout) */
     int ldk; /* row stride of the transposed keys: tokens rounded up to 8 */
     ftv_weights w;
     ftv_state s;
-    const ftv_kernels *kernels; /* exact, or its fast variant (ftv_model_set_numerics) */
-    const ftv_kernels *exact;   /* the set chosen at load */
+    const ftv_kernels *kernels; /* chosen at load, or its fast variant (ftv_model_set_numerics) */
     int threads;
     ftv_pool *pool;          /* NULL with one thread */
     ftv_thread_state *ts;    /* (threads) */
