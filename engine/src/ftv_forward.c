@@ -15,8 +15,9 @@
  * threads), a second barrier waits for all heads, and (in the small layout of the scalar sets)
  * a third for every thread to have read its tokens' attention output before the MLP tiles reuse
  * those bytes. Two or three barriers a block (not one per GEMM) keep threads from waiting on each
- * other when the machine is busy with other work. Every value is computed by the same operations whichever thread computes it,
- * so the logits do not depend on the number of threads (tests/test_engine.py checks it). */
+ * other when the machine is busy with other work. Every value is computed by the same
+ * operations whichever thread computes it, so the logits do not depend on the number of threads
+ * (tests/test_engine.py checks it). */
 #ifdef FTV_PROFILE
 #define _POSIX_C_SOURCE 199309L /* clock_gettime */
 #include <time.h>
@@ -204,7 +205,8 @@ static void attention(ftv_model *m, const ftv_block *b, int i, int n, int t0, in
     if (!mlp_after_o(m)) barrier(m, ts); /* o is read: the MLP tiles may overwrite it */
     FTV_PHASE(&ts->prof, FTV_PHASE_GEMM);
     if (t1 > t0)
-        k->tgemm(&b->proj, 0, D, s->xq + (size_t)t0 * D, s->xs + t0, at(s->xsum, t0), t1 - t0, s->x + (size_t)t0 * D, D, 1, ts->gemm,
+        k->tgemm(&b->proj, 0, D, s->xq + (size_t)t0 * D, s->xs + t0, at(s->xsum, t0), t1 - t0, s->x + (size_t)t0 * D,
+                 D, 1, ts->gemm,
                  1, &b->ls1);
 }
 

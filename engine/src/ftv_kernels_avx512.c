@@ -116,7 +116,8 @@ static void dot_tile(const uint8_t *panel, int nrg, const int8_t *a, size_t lda,
 #include "ftv_kernels_x86.h"
 
 const ftv_kernels ftv_kernels_avx512_set = X86_KERNELS("avx512", 0, &ftv_kernels_avx512_set, x86_gelu, x86_attend);
-const ftv_kernels ftv_kernels_avx512_fast = X86_KERNELS("avx512", 1, &ftv_kernels_avx512_set, x86_gelu_fast, x86_attend_fast);
+const ftv_kernels ftv_kernels_avx512_fast =
+    X86_KERNELS("avx512", 1, &ftv_kernels_avx512_set, x86_gelu_fast, x86_attend_fast);
 
 /* ---- the fast mode's attention with bf16 products (AVX512_BF16) ------------------------ */
 
@@ -220,7 +221,8 @@ static BF16 void bf16_attend(const float *q, int ldq, const float *kt, int ldk, 
     for (int m = 0; m < vpairs; m++) /* values: keys 2m, 2m + 1 of 16 dimensions a vector */
         for (int d = 0; d < hd; d += 16) {
             const __m512 a = _mm512_loadu_ps(v + (size_t)2 * m * ldv + d);
-            const __m512 b = 2 * m + 1 < tokens ? _mm512_loadu_ps(v + (size_t)(2 * m + 1) * ldv + d) : _mm512_setzero_ps();
+            const __m512 b =
+                2 * m + 1 < tokens ? _mm512_loadu_ps(v + (size_t)(2 * m + 1) * ldv + d) : _mm512_setzero_ps();
             _mm512_storeu_si512(vp + (size_t)m * hd + d, pair_bf16(a, b));
         }
     for (int i0 = 0; i0 < nq; i0 += FTV_ATTEND_QUERIES) {

@@ -264,4 +264,5 @@ size_t ftv_repack_none(const ftv_tmat *w, int values, void *dst) {
     return 0; /* reads the file's codes in place (flash on a microcontroller) */
 }
 
-const ftv_kernels ftv_kernels_scalar = FTV_SCALAR_KERNELS("scalar", &ftv_kernels_scalar, scalar_gemm_scratch, ftv_tgemm_strided);
+const ftv_kernels ftv_kernels_scalar =
+    FTV_SCALAR_KERNELS("scalar", &ftv_kernels_scalar, scalar_gemm_scratch, ftv_tgemm_strided);
