@@ -206,8 +206,7 @@ static void attention(ftv_model *m, const ftv_block *b, int i, int n, int t0, in
     FTV_PHASE(&ts->prof, FTV_PHASE_GEMM);
     if (t1 > t0)
         k->tgemm(&b->proj, 0, D, s->xq + (size_t)t0 * D, s->xs + t0, at(s->xsum, t0), t1 - t0, s->x + (size_t)t0 * D,
-                 D, 1, ts->gemm,
-                 1, &b->ls1);
+                 D, 1, ts->gemm, 1, &b->ls1);
 }
 
 /* x <- x + ls2 * fc2(gelu(fc1(norm2(x)))) for tokens [t0, t1), in balanced tiles. */
