@@ -8,17 +8,6 @@
 
 #include "ftv_math.h"
 
-float ftv_fvec_get(const ftv_fvec *v, int i) {
-    /* memcpy: file data may sit at any address (a Python bytes object, flash). */
-    if (v->is_f16) {
-        uint16_t h;
-        memcpy(&h, v->data + 2 * (size_t)i, 2);
-        return ftv_f16_to_f32(h);
-    }
-    float f;
-    memcpy(&f, v->data + 4 * (size_t)i, 4);
-    return f;
-}
 
 void ftv_tmat_decode_row(const ftv_tmat *m, int r, int8_t *out) {
     const uint8_t *p = m->data + (size_t)r * (size_t)m->row_bytes;
@@ -32,9 +21,6 @@ void ftv_tmat_decode_row(const ftv_tmat *m, int r, int8_t *out) {
     }
 }
 
-float ftv_tvec_get(const ftv_tmat *m, int i) {
-    return (float)ftv_ternary_get(m->data, (uint32_t)i, m->kind) / m->scale;
-}
 
 /* Every set, best first. `runs`: whether this CPU runs it (x86 sets need their instruction
  * sets, asked here, in code compiled without them). "lut" is never picked unless named: it

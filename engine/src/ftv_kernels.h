@@ -18,6 +18,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "ftv_format.h"
 
@@ -44,12 +45,26 @@ typedef struct {
 #define FTV_ATTEND_SCRATCH(ldk, hd) ((size_t)FTV_ATTEND_QUERIES * (size_t)((ldk) + (hd)))
 size_t ftv_attend_scratch(int ldk, int hd, int tokens);
 
-float ftv_fvec_get(const ftv_fvec *v, int i);
+/* Value i of a file vector. Inline: the scalar kernels read weights with it element by element
+ * (a call each costs a microcontroller ~10 instructions). memcpy: file data may sit at any
+ * address (a Python bytes object, flash). */
+static inline float ftv_fvec_get(const ftv_fvec *v, int i) {
+    if (v->is_f16) {
+        uint16_t h;
+        memcpy(&h, v->data + 2 * (size_t)i, 2);
+        return ftv_f16_to_f32(h);
+    }
+    float f;
+    memcpy(&f, v->data + 4 * (size_t)i, 4);
+    return f;
+}
 
 /* Decode row r of a ternary matrix into k int8 values in {-1, 0, 1}. */
 void ftv_tmat_decode_row(const ftv_tmat *m, int r, int8_t *out);
 /* Value of code i of the (1-row) ternary vector m: q / scale. */
-float ftv_tvec_get(const ftv_tmat *m, int i);
+static inline float ftv_tvec_get(const ftv_tmat *m, int i) {
+    return (float)ftv_ternary_get(m->data, (uint32_t)i, m->kind) / m->scale;
+}
 
 /* RMSNorm with weight g, then int8 per-token quantization of one row of k floats.
  * Writes q (k int8) and *sum (the sum of the k codes, which the SIMD GEMMs need; sum may be

@@ -8,11 +8,27 @@
 #include "ftv_kernels.h"
 #include "ftv_math.h"
 
+/* The sum over j < n of x[j] - c (sq = 0) or (x[j] - c)^2 (sq = 1) in the FTV_LANES order: element
+ * j into partial sum j % FTV_LANES, a whole run of FTV_LANES at a time (a loop a compiler can
+ * vectorize, partial sum by partial sum), then ftv_lanes_sum. */
+static float lanes_reduce(const float *x, int n, float c, int sq) {
+    float part[FTV_LANES] = {0};
+    int j = 0;
+    for (; j + FTV_LANES <= n; j += FTV_LANES)
+        for (int l = 0; l < FTV_LANES; l++) {
+            const float d = x[j + l] - c;
+            part[l] += sq ? d * d : d;
+        }
+    for (int l = 0; j + l < n; l++) {
+        const float d = x[j + l] - c;
+        part[l] += sq ? d * d : d;
+    }
+    return ftv_lanes_sum(part);
+}
+
 float ftv_rmsnorm_quant(const float *x, const ftv_fvec *g, float rms_eps, float quant_eps,
                         int k, int8_t *q, int32_t *sum) {
-    float part[FTV_LANES] = {0};
-    for (int j = 0; j < k; j++) part[j % FTV_LANES] += x[j] * x[j];
-    float r = 1.0f / sqrtf(ftv_lanes_sum(part) / (float)k + rms_eps);
+    float r = 1.0f / sqrtf(lanes_reduce(x, k, 0.0f, 1) / (float)k + rms_eps);
     float amax = 0.0f;
     for (int j = 0; j < k; j++) {
         float h = x[j] * r * ftv_fvec_get(g, j);
@@ -170,15 +186,8 @@ void ftv_patch_gemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const f
 
 void ftv_layernorm(const float *x, const ftv_tmat *gamma, const ftv_tmat *beta, float eps, int n,
                    float *out) {
-    float part[FTV_LANES] = {0};
-    for (int j = 0; j < n; j++) part[j % FTV_LANES] += x[j];
-    float mean = ftv_lanes_sum(part) / (float)n;
-    memset(part, 0, sizeof part);
-    for (int j = 0; j < n; j++) {
-        float d = x[j] - mean;
-        part[j % FTV_LANES] += d * d;
-    }
-    float r = 1.0f / sqrtf(ftv_lanes_sum(part) / (float)n + eps);
+    float mean = lanes_reduce(x, n, 0.0f, 0) / (float)n;
+    float r = 1.0f / sqrtf(lanes_reduce(x, n, mean, 1) / (float)n + eps);
     for (int j = 0; j < n; j++) {
         float gv = gamma ? ftv_tvec_get(gamma, j) : 1.0f;
         float bv = beta ? ftv_tvec_get(beta, j) : 0.0f;
