@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from ftervit import create_model
 from ftervit.cli import main
 
 
@@ -45,17 +48,33 @@ def test_size_tables_json_and_plot(tmp_path, capsys):
     assert r["scenario_bytes"]["full"] == r["file"]["total_bytes"]  # computed by the writer
     assert sum(x["bytes"] for x in r["layers"]) + r["overhead_bytes"] == r["file"]["total_bytes"]
     assert r["scenario_bytes"]["fp32"] == r["file"]["fp32_bytes"]
-    assert r["scenario_bytes"]["fp32"] > r["scenario_bytes"]["partial"] > r["scenario_bytes"]["full"]
-    assert r["leftover_percent"]["partial"] > r["leftover_percent"]["full"]
+    b = r["scenario_bytes"]
+    assert b["fp32"] > b["partial"] > b["partial_w2_paper"] > b["full"]
+    assert r["leftover_percent"]["partial"] > r["leftover_percent"]["partial_w2_paper"] > r["leftover_percent"]["full"]
+    # partial W2: every linear weight 2-bit (4 a byte) with one FP32 scale per tensor, all else FP32
+    model = create_model("ftervit_digits")
+    linear = [p for n, p in model.named_parameters()
+              if n.endswith(("attn.qkv.weight", "attn.proj.weight", "fc1.weight", "fc2.weight", "head.weight"))]
+    codes = sum(p.numel() // 4 for p in linear)
+    fp32 = 4 * (r["file"]["fp32_bytes"] // 4 - sum(p.numel() for p in linear) + len(linear))
+    assert b["partial_w2_paper"] == codes + fp32
     assert main(["size", "ftervit_digits"]) == 0
     text = capsys.readouterr().out
     assert "blocks.0.attn.qkv" in text and "partially ternary" in text and "leftovers" in text
+    assert "partial W2 (paper)" in text
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model, paper", [("deit_tiny_patch16_224", 38), ("deit3_small_patch16_224", 24)])
+def test_size_partial_w2_reproduces_the_papers_leftovers(model, paper, capsys):
+    assert main(["size", model, "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert abs(r["leftover_percent"]["partial_w2_paper"] - paper) <= 2
 
 
 def test_export_refuses_to_replace_its_input_checkpoint(tmp_path, capsys):
     import torch
 
-    from ftervit import create_model
 
     ckpt = tmp_path / "best.pth"
     torch.save(create_model("ftervit_digits").state_dict(), ckpt)

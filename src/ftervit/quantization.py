@@ -36,6 +36,24 @@ def ternary_absmean_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return (w * scale).round().clamp(-1, 1), scale
 
 
+def ternary_absmax(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-tensor ternary absmax quantizer, for comparison only (no FTerViT layer uses it).
+
+    ``s = 1 / max(max|w|, eps)``; ``q = clamp(round(w * s), -1, 1)``: every weight under half the
+    largest one rounds to 0, so heavy-tailed weights end up mostly zero.
+    """
+    scale = 1.0 / w.abs().amax().clamp(min=EPS)
+    return (w * scale).round().clamp(-1, 1), scale
+
+
+def ternary_absmax_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`ternary_absmax` per output channel (dim 0), the scale shaped like
+    :func:`ternary_absmean_per_channel`'s."""
+    dims = tuple(range(1, w.dim()))
+    scale = 1.0 / w.abs().amax(dim=dims, keepdim=True).clamp(min=EPS)
+    return (w * scale).round().clamp(-1, 1), scale
+
+
 def int8_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Int8 absmax quantizer over the last dim (inputs of every BitLinear).
 

@@ -10,6 +10,8 @@ import torch.nn as nn
 from ftervit.layers import BitConv2d, BitLinear, TernaryLayerNorm
 
 COMPONENTS = ("patch_embed", "embeddings", "attention", "mlp", "layernorm", "layerscale", "head", "other")
+# The analyses' finer split: a BitLinear's RMSNorm weight is a component of its own there.
+ANALYSIS_COMPONENTS = ("patch_embed", "layernorm", "attention", "mlp", "head", "embeddings", "layerscale", "rmsnorm")
 PRECISIONS = ("ternary", "fp32", "fp16", "bf16", "unused")
 _DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 _EMBEDDINGS = ("cls_token", "pos_embed", "reg_token", "dist_token")
@@ -71,6 +73,13 @@ def parameter_table(model: nn.Module) -> list[ParamInfo]:
                 is_norm_affine=isinstance(module, nn.LayerNorm),
             ))
     return rows
+
+
+def analysis_component(p: ParamInfo) -> str:
+    """The component of a parameter in the analyses: :data:`ANALYSIS_COMPONENTS` (or "other")."""
+    if p.name.endswith(".norm.weight") and p.component != "layernorm":
+        return "rmsnorm"  # "<linear>.norm.weight" of a BitLinear (LayerNorms are matched by type)
+    return p.component
 
 
 def summarize(model: nn.Module) -> dict:

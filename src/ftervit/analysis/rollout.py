@@ -18,7 +18,7 @@ from timm.layers import Attention
 
 from ftervit.errors import FtervitError
 
-__all__ = ["attention_probabilities", "rollout", "attention_rollout", "uses_class_token"]
+__all__ = ["attention_probabilities", "rollout", "attention_rollout", "uses_class_token", "unfused_attention"]
 
 
 def _attention_modules(model: nn.Module) -> list[Attention]:
@@ -31,19 +31,31 @@ def _attention_modules(model: nn.Module) -> list[Attention]:
 
 
 @contextlib.contextmanager
-def _capture(modules: Sequence[Attention]) -> Iterator[list[torch.Tensor]]:
-    """Record each module's softmax output: the unfused path applies ``attn_drop`` to it."""
-    captured: list[torch.Tensor] = []
+def unfused_attention(modules: Sequence[nn.Module]) -> Iterator[None]:
+    """Run timm attention modules on their explicit softmax path, restoring the setting after.
+
+    The fused kernel hides the probabilities and has no second derivative (Hessian products).
+    """
     fused = [m.fused_attn for m in modules]
-    hooks = [m.attn_drop.register_forward_hook(lambda _m, _i, out: captured.append(out.detach()))
-             for m in modules]
     try:
         for m in modules:
             m.fused_attn = False
-        yield captured
+        yield
     finally:
         for m, f in zip(modules, fused):
             m.fused_attn = f
+
+
+@contextlib.contextmanager
+def _capture(modules: Sequence[Attention]) -> Iterator[list[torch.Tensor]]:
+    """Record each module's softmax output: the unfused path applies ``attn_drop`` to it."""
+    captured: list[torch.Tensor] = []
+    hooks = [m.attn_drop.register_forward_hook(lambda _m, _i, out: captured.append(out.detach()))
+             for m in modules]
+    try:
+        with unfused_attention(modules):
+            yield captured
+    finally:
         for h in hooks:
             h.remove()
 

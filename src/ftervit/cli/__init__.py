@@ -13,7 +13,8 @@ from typing import NoReturn
 
 from ftervit.errors import FtervitError
 
-SUBCOMMANDS = ("info", "teacher", "distill", "eval", "quickstart", "export", "inspect", "size", "run", "firmware")
+SUBCOMMANDS = ("info", "teacher", "distill", "eval", "quickstart", "export", "inspect", "size", "run", "firmware",
+               "analyze")
 
 
 class _Parser(argparse.ArgumentParser):

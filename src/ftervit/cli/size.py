@@ -1,5 +1,5 @@
 """``ftervit size MODEL``: bytes per layer of the .ftv file and by component for FP32,
-partially ternary and fully ternary (the paper's Figure 1b)."""
+partially ternary (TerViT's and the paper's partial W2) and fully ternary (the paper's Figure 1b)."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +12,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "size", help="bytes per layer and by component (FP32, partially and fully ternary)",
         description="A per-layer summary of MODEL's .ftv file (precision, parameters, bytes) and its "
                     "bytes by component for FP32, partially ternary (TerViT: encoder linear weights "
-                    "only) and fully ternary (the .ftv file, computed by the exporter). MB = 1e6.")
+                    "only), the paper's partial W2 (every linear weight, head included, 2-bit per tensor) "
+                    "and fully ternary (the .ftv file, computed by the exporter). MB = 1e6.")
     add_model_args(p)
     p.add_argument("--format", choices=("tq2", "tq1"), default="tq2", help="packing of the fully ternary file")
     p.add_argument("--plot", metavar="PNG", help="write the stacked bar chart to this file")
