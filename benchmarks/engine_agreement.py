@@ -22,6 +22,7 @@ import torch
 from ftervit import create_model
 from ftervit.engine import Engine
 from ftervit.export import export_model
+from ftervit.fileio import atomic_write_text
 
 MODELS = (("deit_tiny_patch16_224", 10), ("deit3_small_patch16_224", 100))
 RESULTS = Path(__file__).parent / "results" / "engine_agreement.json"
@@ -71,7 +72,7 @@ def main() -> None:
                       f"FP32 vs FP64 {max(row['torch_fp32_vs_fp64']):.4f}; "
                       f"top-1 equal {sum(row['top1_engine_eq_torch_fp32'])}/{args.samples}", flush=True)
     args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text(json.dumps({"torch": torch.__version__, "rows": rows}, indent=1) + "\n")
+    atomic_write_text(args.results, json.dumps({"torch": torch.__version__, "rows": rows}, indent=1) + "\n")
     print(f"results in {args.results}")
 
 

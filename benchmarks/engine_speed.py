@@ -61,7 +61,6 @@ import warnings
 from collections import defaultdict
 from pathlib import Path
 
-import numpy as np
 import timm
 import torch
 

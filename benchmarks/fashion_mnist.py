@@ -15,9 +15,9 @@ or --data-dir.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,6 +26,8 @@ from typing import Any
 import torch
 
 from ftervit.cli.quickstart import summary_table
+from ftervit.errors import FtervitError
+from ftervit.fileio import atomic_write_json
 from ftervit.presets import PRESETS
 from ftervit.training.recipe import run_recipe
 
@@ -67,7 +69,7 @@ def main() -> None:
     def report(summary: dict[str, Any]) -> None:
         record.update(summary, minutes=round((time.perf_counter() - start) / 60, 1))
         args.results.parent.mkdir(parents=True, exist_ok=True)
-        args.results.write_text(json.dumps(record, indent=2) + "\n")
+        atomic_write_json(args.results, record)
 
     summary = run_recipe(args.out, stages, on_stage=report, export_format="tq2", overwrite=True, quiet=args.quiet,
                          data_dir=args.data_dir, threads=args.threads, **SETTINGS)
@@ -84,4 +86,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except FtervitError as exc:  # no dataset, a bad option: one line, as the ftervit CLI says it
+        print(f"fashion_mnist.py: error: {exc}", file=sys.stderr)
+        sys.exit(2)

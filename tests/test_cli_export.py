@@ -98,3 +98,25 @@ def test_size_plot_errors_are_one_line_and_suffix_decides_the_format(tmp_path, c
     assert main(["size", "ftervit_digits", "--plot", str(tmp_path / "plain")]) == 0  # no suffix: PNG, as named
     assert (tmp_path / "plain").read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain", "s.svg"]  # no temporary files left
+
+
+def test_export_refuses_to_overwrite_and_random_init_is_reproducible(tmp_path, capsys):
+    """Finding 7: `export -o existing.ftv` replaced the file silently (training refuses an --out
+    that holds a run, and takes --overwrite); random-init exports differed from run to run."""
+    import torch
+
+    out, again = tmp_path / "a.ftv", tmp_path / "b.ftv"
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    assert main(["export", "--model", "ftervit_digits", "-o", str(out)]) == 0
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's generator is untouched
+    assert main(["export", "--model", "ftervit_digits", "-o", str(again)]) == 0
+    assert out.read_bytes() == again.read_bytes()
+    capsys.readouterr()
+    before = out.read_bytes()
+    assert main(["export", "--model", "ftervit_digits", "--seed", "1", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"ftervit export: error: {out} exists; pass --overwrite to replace it, or choose another -o\n"
+    assert out.read_bytes() == before
+    assert main(["export", "--model", "ftervit_digits", "--seed", "1", "-o", str(out), "--overwrite"]) == 0
+    assert out.read_bytes() != before

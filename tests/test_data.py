@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+from pathlib import Path
 
 import pytest
 import torch
@@ -90,3 +91,18 @@ def test_evaluation_needs_only_val(tmp_path):
         build_data("imagefolder", cfg, tmp_path)  # training still needs train/
     with pytest.raises(FtervitError, match="1000 class folders in .*val"):
         build_data("imagenet", cfg, tmp_path, train=False)
+
+
+def test_fashion_mnist_benchmark_without_the_dataset_is_one_line(tmp_path):
+    """Finding 7: benchmarks/fashion_mnist.py printed a traceback when the dataset was missing."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root / "src"), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, str(root / "benchmarks" / "fashion_mnist.py"), "--data-dir",
+                           str(tmp_path / "none"), "--out", str(tmp_path / "out"), "--results",
+                           str(tmp_path / "r.json"), "--quiet"], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("fashion_mnist.py: error: Fashion-MNIST not found") and proc.stderr.count("\n") == 1

@@ -182,7 +182,7 @@ def damaged(src: Path, dst: Path, how: str) -> Path:
 
 
 @pytest.mark.parametrize("how,message", [("flip", "checksum"), ("truncate", "truncated"),
-                                         ("magic", "not a .ftv"), ("version", "newer")])
+                                         ("magic", "not an FTerViT .ftv"), ("version", "newer")])
 def test_damaged_files_are_refused(digits_file, tmp_path, how, message):
     with pytest.raises(EngineError, match=message):
         Engine(damaged(digits_file, tmp_path / "bad.ftv", how))
@@ -192,7 +192,7 @@ def test_missing_empty_and_directory_paths(tmp_path):
     with pytest.raises(EngineError, match="cannot open .*nope.ftv: No such file"):
         Engine(tmp_path / "nope.ftv")
     (tmp_path / "empty.ftv").write_bytes(b"")
-    with pytest.raises(EngineError, match="empty.ftv: the file is empty"):
+    with pytest.raises(EngineError, match="empty.ftv: empty file"):
         Engine(tmp_path / "empty.ftv")
     (tmp_path / "dir.ftv").mkdir()
     with pytest.raises(EngineError, match="dir.ftv: Is a directory"):
@@ -255,3 +255,180 @@ def test_sanitized_cli_refuses_damaged_files(sanitized_run, digits_file, tmp_pat
     proc = subprocess.run([sanitized_run, bad, tmp_path / "x.f32"], capture_output=True, text=True)
     assert proc.returncode == 1 and "ftervit-run:" in proc.stderr
     assert "Sanitizer" not in proc.stderr and "runtime error" not in proc.stderr
+
+
+# --- hardening (issue 10) -----------------------------------------------------------------
+
+def test_threads_argument_types_and_limit(tmp_path):
+    """threads=True was accepted (a bool is an int), np.int64(2) refused, and the error for
+    1000 did not say the limit, which is ftervit.h's FTV_MAX_THREADS."""
+    from ftervit.engine import MAX_THREADS
+
+    header = (ENGINE / "include" / "ftervit.h").read_text()
+    assert f"#define FTV_MAX_THREADS {MAX_THREADS}\n" in header
+    export_model(create_model("ftervit_digits"), tmp_path / "m.ftv", "tq2")
+    for bad in (True, 2.0, "2", None):
+        with pytest.raises(ValueError, match=f"expected an integer from 1 to {MAX_THREADS}"):
+            Engine(tmp_path / "m.ftv", threads=bad)
+    with pytest.raises(ValueError, match=f"threads=1000: expected an integer from 1 to {MAX_THREADS}"):
+        Engine(tmp_path / "m.ftv", threads=1000)
+    with Engine(tmp_path / "m.ftv", threads=np.int64(2)) as engine:
+        assert engine.threads == 2 and type(engine.threads) is int
+
+
+@pytest.fixture(scope="module")
+def tiny_deit(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("deit") / "deit.ftv"
+    export_model(create_model("deit_tiny_patch16_224", num_classes=10, depth=2).eval(), path, "tq2")
+    return path
+
+
+def test_one_engine_shared_by_threads(tiny_deit):
+    """Finding 1: four Python threads on one Engine (threads=2) got wrong logits and hung; the
+    calls are serialized now, so every result is the single-threaded one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    xs = np.random.default_rng(0).standard_normal((4, 2, 3, 224, 224)).astype(np.float32)
+    want = [Engine(tiny_deit).forward(x) for x in xs]
+    with Engine(tiny_deit, threads=2) as engine, ThreadPoolExecutor(4) as pool:
+        jobs = [pool.submit(lambda i: [engine.forward(xs[i]) for _ in range(5)], i) for i in range(4)]
+        for i, job in enumerate(jobs):
+            for got in job.result(timeout=120):  # a hang fails here instead of blocking the suite
+                np.testing.assert_array_equal(got, want[i])
+
+
+def test_close_while_a_call_runs(tiny_deit):
+    """close() from another thread waits for the running forward (which completes with
+    correct logits), frees the model, and later calls say the engine is closed."""
+    import threading
+
+    x = np.random.default_rng(1).standard_normal((12, 3, 224, 224)).astype(np.float32)
+    want = Engine(tiny_deit).forward(x)
+    engine, started, out = Engine(tiny_deit, threads=2), threading.Event(), {}
+
+    def work():
+        started.set()
+        try:
+            out["logits"] = engine.forward(x)
+        except EngineError as exc:  # close() got the lock first
+            out["error"] = str(exc)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    started.wait()
+    engine.close()
+    worker.join(timeout=120)
+    assert not worker.is_alive()
+    if "logits" in out:
+        np.testing.assert_array_equal(out["logits"], want)
+    else:
+        assert out["error"] == "the engine was closed"
+    with pytest.raises(EngineError, match="closed"):
+        engine.forward(x[:1])
+    engine.close()  # twice is fine
+
+
+def test_non_finite_input_is_refused(tiny_deit):
+    """Finding 4: NaN and infinity gave the logits of a zero image; now they are refused."""
+    engine = Engine(tiny_deit)
+    x = np.zeros((2, 3, 224, 224), np.float32)
+    for bad in (np.nan, np.inf, -np.inf):
+        x[1, 2, 100, 7] = bad
+        with pytest.raises(EngineError, match="image 1: the input holds NaN or infinite values"):
+            engine.forward(x)
+    np.testing.assert_array_equal(engine.forward(x[:1]), Engine(tiny_deit).forward(np.zeros((1, 3, 224, 224))))
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e12, 1e18, 1e25, 1e35, 3.4e38])
+def test_kernel_sets_agree_on_extreme_inputs(tiny_deit, monkeypatch, scale):
+    """Finding 4: inputs near 3e38 gave different logits on the scalar and the AVX-512 kernels
+    (and undefined float-to-int conversions). Every set now gives the same logits, or the same
+    overflow error when a value overflows float range on the way (the norms turn it into NaN)."""
+    x = np.clip(np.random.default_rng(2).standard_normal((1, 3, 224, 224)) * scale, -3.4e38, 3.4e38).astype(np.float32)
+    verdicts = []
+    for kernels in ("scalar", "lut", "avx2", None):
+        if kernels:
+            monkeypatch.setenv("FTV_KERNELS", kernels)
+        else:
+            monkeypatch.delenv("FTV_KERNELS", raising=False)
+        try:
+            verdicts.append(Engine(tiny_deit).forward(x).tobytes())
+        except EngineError as exc:
+            verdicts.append(str(exc))
+    assert len(set(verdicts)) == 1, verdicts
+    if scale <= 1e18:  # the quantizers make the logits scale-free until values overflow
+        assert isinstance(verdicts[0], bytes)
+    if scale >= 1e35:
+        assert "overflowed" in verdicts[0]
+
+
+CORPUS = Path(__file__).resolve().parent / "data" / "ftv_corpus"
+
+
+@pytest.mark.parametrize("name", [
+    "image_65536_patch_1.ftv", "pos_embed_nan.ftv", "std_zero.ftv", "std_negative.ftv", "std_nan.ftv",
+    "mean_nan.ftv", "alignment_1.ftv", "alignment_16.ftv", "unknown_flag_bits.ftv", "reserved.ftv",
+    "offset_overlap.ftv", "unused_dim.ftv", "class_names_count.ftv", "pool_without_cls.ftv", "scale_1e-45.ftv",
+    "channel_scale_3e38.ftv", "rmsnorm_f16_inf.ftv"])
+def test_forged_files_of_the_findings_are_refused(name, sanitized_run, tmp_path):
+    """Findings 2 and 3: forged files (CRC recomputed) that the Python reader refused loaded in
+    the engine; now Engine and ftervit-run refuse each with the reader's message."""
+    import ftv_corpus
+
+    message = ftv_corpus.read_manifest()[name]
+    with pytest.raises(EngineError) as exc:
+        Engine(CORPUS / name)
+    assert str(exc.value) == f"{CORPUS / name}: {message}"
+    np.zeros(16, np.float32).tofile(tmp_path / "x.f32")
+    proc = subprocess.run([sanitized_run, CORPUS / name, tmp_path / "x.f32"], capture_output=True, text=True)
+    assert proc.returncode == 1 and message in proc.stderr and proc.stderr.count("\n") == 1
+
+
+def test_sanitized_cli_inputs(sanitized_run, digits_file, tmp_path):
+    """ftervit-run tries every input and names each bad one (exit 2): a directory (it printed
+    '9223372036854775807 bytes'), NaN, values that overflow, a missing file; 16-bit PGMs read;
+    -t above the limit says the limit. The build has float-cast-overflow on: no report."""
+    x = np.random.default_rng(0).standard_normal((1, 8, 8)).astype(np.float32)
+    x.tofile(tmp_path / "good.f32")
+    nan = x.copy()
+    nan[0, 3, 3] = np.nan
+    nan.tofile(tmp_path / "nan.f32")
+    np.full((1, 8, 8), 3e38, np.float32).tofile(tmp_path / "huge.f32")
+    (tmp_path / "dir").mkdir()
+    grey = (np.arange(64, dtype=np.uint32) * 1000).astype(">u2").reshape(8, 8)
+    (tmp_path / "g16.pgm").write_bytes(b"P5\n8 8\n65535\n" + grey.tobytes())
+    inputs = ["good.f32", "dir", "nan.f32", "huge.f32", "missing.f32", "g16.pgm"]
+    proc = subprocess.run([sanitized_run, "--logits", digits_file, *[tmp_path / i for i in inputs]],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "runtime error" not in proc.stderr and "Sanitizer" not in proc.stderr
+    errors = proc.stderr.splitlines()
+    assert errors == [f"ftervit-run: cannot read {tmp_path / 'dir'}: Is a directory",
+                      f"ftervit-run: {tmp_path / 'nan.f32'}: the input holds NaN or infinite values",
+                      f"ftervit-run: {tmp_path / 'huge.f32'}: the forward pass overflowed float range "
+                      "(input or weights far out of range)",
+                      f"ftervit-run: cannot open {tmp_path / 'missing.f32'}: No such file or directory"]
+    engine = Engine(digits_file)
+    lines = proc.stdout.splitlines()
+    assert len(lines) == 2  # the good raw input and the 16-bit image
+    np.testing.assert_array_equal(np.array(lines[0].split(), np.float32), engine.forward(x)[0])
+    want16 = ((grey.astype(np.float32) / 65535.0 - 0.5) / 0.5)[None]
+    np.testing.assert_allclose(np.array(lines[1].split(), np.float32), engine.forward(want16)[0], rtol=1e-6, atol=1e-6)
+    proc = subprocess.run([sanitized_run, "-t", "1000", digits_file, tmp_path / "good.f32"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 2 and "1..256" in proc.stderr
+
+
+def test_engine_build_is_atomic(tmp_path, monkeypatch):
+    """The cached library is written through fileio.atomic_output: a failed compile leaves no
+    file behind, a good one leaves exactly the library."""
+    from ftervit.engine.build import EngineBuildError, library_path
+
+    monkeypatch.setenv("FTERVIT_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", "false")
+    with pytest.raises(EngineBuildError, match="compiling the engine failed"):
+        library_path()
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.delenv("CC")
+    lib = library_path()
+    assert list(tmp_path.iterdir()) == [lib] and lib.stat().st_size > 10_000

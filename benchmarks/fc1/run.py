@@ -24,6 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "engine" / "ports"))
 from mcu import ROOT, TARGETS, build_tools, run  # noqa: E402
 
+from ftervit.fileio import atomic_write_text  # noqa: E402
+
 APP = Path(__file__).resolve().parent / "fc1.c"
 REGIONS = ("fp32", "quant", "tq2", "tq2-lut", "tq1", "tq1-lut")  # the order of fc1.c's marks
 TOKENS, K, N = 197, 192, 768
@@ -63,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     print("ratio = FP32 / (activation quantization + ternary GEMM); the paper measured 1.71x in time "
           "on an ESP32-S3; the goal here is 3x fewer instructions.")
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({
+    atomic_write_text(args.json, json.dumps({
         "layer": {"name": "DeiT-Tiny blocks.*.mlp.fc1", "tokens": TOKENS, "in_features": K, "out_features": N,
                   "macs": TOKENS * K * N},
         "method": "instructions executed between port_mark() calls, counted by the QEMU 7.2 TCG plugin "

@@ -30,6 +30,8 @@ typedef enum {
     FTV_ERR_CHECKSUM = 4, /* CRC32 mismatch: the file is corrupted */
     FTV_ERR_NOMEM = 5,    /* the arena (or the file buffer) could not be allocated */
     FTV_ERR_ARG = 6,      /* invalid argument */
+    FTV_ERR_INPUT = 7,    /* the input image holds NaN or infinity */
+    FTV_ERR_OVERFLOW = 8, /* a value of the forward pass overflowed float range: no logits */
 } ftv_status;
 
 /* The model geometry read from the header. */
@@ -93,8 +95,28 @@ size_t ftv_model_repacked_bytes(const ftv_model *m);
 /* Class name i, or NULL when the file has none. */
 const char *ftv_model_class_name(const ftv_model *m, int i);
 
-/* One image (in_chans, img_h, img_w), normalized as the model expects -> num_classes logits. */
+/* One image (in_chans, img_h, img_w), normalized as the model expects -> num_classes logits.
+ * FTV_ERR_INPUT when the image holds NaN or infinity (checked before any work);
+ * FTV_ERR_OVERFLOW when a value the logits depend on overflowed float range on the way
+ * (extreme inputs, such as |x| near 1e38, or extreme weights): the logits are then NaN.
+ * One call at a time per model: the model's arena is its working memory. */
 ftv_status ftv_model_forward(ftv_model *m, const float *image, float *logits);
+
+/* The same pass, plus its attention rollout (Abnar & Zuidema 2020): per block the head-mean
+ * attention probabilities A, folded as (A + I) / 2 with rows renormalized, multiplied through
+ * the blocks (R = A_depth ... A_1); `map` receives the class token's row of R over the patch
+ * tokens or, for models pooled without a class token (FTV_FLAG_AVG_POOL or none), the mean of
+ * R's rows: (img_h / patch_h) x (img_w / patch_w) floats, row-major, summing to at most 1.
+ * The logits are bit-identical to ftv_model_forward's, and so are the statuses (FTV_ERR_INPUT,
+ * FTV_ERR_OVERFLOW); the map does not depend on the threads or the kernel set. Memory: a workspace of ftv_model_rollout_bytes, allocated on the first
+ * call (FTV_ERR_NOMEM when it cannot be) and kept until ftv_model_free; it is separate from
+ * the arena (ftv_model_arena_bytes does not count it), so the plain forward pass keeps its
+ * speed and memory. */
+ftv_status ftv_model_forward_rollout(ftv_model *m, const float *image, float *logits, float *map);
+
+/* Bytes of ftv_model_forward_rollout's workspace: (heads + depth) x tokens^2 floats and a
+ * little more (DeiT-S/224: 2.8 MB). */
+size_t ftv_model_rollout_bytes(const ftv_model *m);
 
 const char *ftv_status_string(ftv_status s);
 

@@ -29,6 +29,23 @@
 #define FTV_HEADER_SIZE 256
 #define FTV_ENTRY_SIZE 96
 
+/* Limits every reader enforces (the same as src/ftervit/export/format.py). They keep every
+ * size computation far from overflow and refuse values no trained model has. The float
+ * bounds are powers of two, so float and double comparisons agree exactly. */
+#define FTV_MAX_DIM 65536u     /* every header dimension; the row length K of every matrix */
+#define FTV_MAX_IMG_SIDE 4096u /* img_h, img_w */
+#define FTV_MAX_TOKENS 65536u  /* patches + class token */
+#define FTV_MAX_DEPTH 1024u
+#define FTV_MAX_ACTIVATIONS (1u << 28) /* tokens * max(embed_dim, mlp_hidden, K): one activation matrix */
+#define FTV_MIN_EPS 0x1p-100f  /* ln_eps, rms_eps, quant_eps in [FTV_MIN_EPS, FTV_MAX_EPS] */
+#define FTV_MAX_EPS 1.0f
+#define FTV_MIN_SCALE 0x1p-24f /* ternary scales (value = code / scale), per tensor and per row */
+#define FTV_MAX_SCALE 0x1p24f
+#define FTV_MAX_ABS_VALUE 0x1p24f /* every value of a float tensor */
+#define FTV_MIN_STD 0x1p-16f      /* input std per channel */
+#define FTV_MAX_STD 0x1p16f
+#define FTV_MAX_ABS_MEAN 0x1p16f /* input mean per channel */
+
 /* header.format: how every ternary tensor is packed */
 enum ftv_weight_format {
     FTV_FORMAT_TQ2 = 1, /* 4 codes per byte */

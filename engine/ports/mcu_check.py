@@ -21,7 +21,6 @@ scanned after the forward pass). The model stays in ROM/flash and is read in pla
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -214,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         if not r["ok"]:
             print(f"\n{r['case']}: {r['status']}\n{r.get('output', '')}")
     path = args.json or out / "mcu_check.json"
-    path.write_text(json.dumps({"cases": rows, "seconds": round(time.monotonic() - start, 1)}, indent=2) + "\n")
+    from ftervit.fileio import atomic_write_json
+
+    atomic_write_json(path, {"cases": rows, "seconds": round(time.monotonic() - start, 1)})
     failed = [r["case"] for r in rows if not r["ok"]]
     print(f"{len(rows) - len(failed)}/{len(rows)} cases ok in {time.monotonic() - start:.0f}s; results in {path}")
     return 1 if failed else 0

@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "ftv_model.h"
+#include "ftv_rollout.h"
 
 #define MLP_TILE_MIN 16 /* tokens per MLP tile at least; more when the attention phase's room allows */
 #define MLP_TILE_WIDE 64 /* tokens per MLP tile of the wide (x86) kernel sets */
@@ -173,8 +174,9 @@ static void attend_head(ftv_model *m, int h, int q0, int q1, const float *kt, co
         m->kernels->attend(qo, D, kt, m->ldk, vh, hd, T, hd, 1.0f / sqrtf((float)hd), qo, D, q1 - q0, ts->attend);
 }
 
-/* x <- x + ls1 * proj(attention(qkv(norm1(x)))); this thread's tokens are [t0, t1). */
-static void attention(ftv_model *m, const ftv_block *b, int i, int n, int t0, int t1) {
+/* x <- x + ls1 * proj(attention(qkv(norm1(x)))); this thread's tokens are [t0, t1). With a
+ * rollout workspace, each head's probabilities are also recorded (ftv_rollout.h). */
+static void attention(ftv_model *m, const ftv_block *b, int i, int n, int t0, int t1, ftv_rollout *ro) {
     const int D = m->cfg.embed_dim, T = m->cfg.num_tokens, hd = m->head_dim, heads = m->cfg.num_heads;
     const ftv_kernels *k = m->kernels;
     ftv_state *s = &m->s;
@@ -186,6 +188,7 @@ static void attention(ftv_model *m, const ftv_block *b, int i, int n, int t0, in
     const int whole = heads / n * n; /* heads taken whole, one thread each */
     for (int h = i; h < whole; h += n) {
         project_head(m, b, h, 0, hd, ts->kt, ts->vh, ts);
+        if (ro) ftv_rollout_head(m, ro, h, 0, T, ts->kt);
         attend_head(m, h, 0, T, ts->kt, ts->vh, ts);
     }
     for (int h = whole; h < heads; h++) { /* the rest: every thread a part of each */
@@ -196,6 +199,7 @@ static void attention(ftv_model *m, const ftv_block *b, int i, int n, int t0, in
         barrier(m, ts); /* thread 0's keys and values are free */
         project_head(m, b, h, r0, r1, kt, vh, ts);
         barrier(m, ts);
+        if (ro) ftv_rollout_head(m, ro, h, q0, q1, kt);
         attend_head(m, h, q0, q1, kt, vh, ts);
     }
     barrier(m, ts); /* every head's output is in o */
@@ -273,6 +277,8 @@ typedef struct {
     ftv_model *m;
     const float *image;
     float *logits;
+    ftv_rollout *rollout; /* NULL: the plain forward pass */
+    float *map;
 } forward_job;
 
 static void forward_worker(void *ctx, int i, int n) {
@@ -287,12 +293,18 @@ static void forward_worker(void *ctx, int i, int n) {
     FTV_PHASE(&ts->prof, FTV_PHASE_EMBED);
     embed(m, job->image, t0, t1, ts);
     for (int l = 0; l < m->cfg.depth; l++) {
-        attention(m, &m->w.blocks[l], i, n, t0, t1);
+        attention(m, &m->w.blocks[l], i, n, t0, t1, job->rollout);
+        /* all heads are done (a barrier in attention), and the next block's heads start
+         * after its first barrier: each thread folds its own tokens' rows in between */
+        if (job->rollout) ftv_rollout_fold(m, job->rollout, l, t0, t1);
         mlp(m, &m->w.blocks[l], i, t0, t1);
     }
-    barrier(m, ts); /* every token's row of x is final */
+    barrier(m, ts); /* every token's row of x (and of the folded attention) is final */
     FTV_PHASE(&ts->prof, FTV_PHASE_OTHER);
-    if (i == 0) head(m, job->logits);
+    if (i == 0) {
+        head(m, job->logits);
+        if (job->rollout) ftv_rollout_map(m, job->rollout, job->map);
+    }
     FTV_PHASE(&ts->prof, FTV_PHASES); /* stop the clock */
 }
 
@@ -328,9 +340,29 @@ const char *ftv_profile_phase_name(int phase) {
     return phase >= 0 && phase < FTV_PHASES ? names[phase] : NULL;
 }
 
+/* Both entries: non-finite input is refused before any work (NaN or infinity would reach the
+ * int8 conversions); after the pass, a value the logits depend on that overflowed shows as NaN
+ * (the norms turn an overflow into NaN: ftv_norm_factor). */
+static ftv_status forward_checked(ftv_model *m, const float *image, float *logits, ftv_rollout *ro, float *map) {
+    const size_t n = (size_t)m->cfg.in_chans * (size_t)m->cfg.img_h * (size_t)m->cfg.img_w;
+    int finite = 1;
+    for (size_t i = 0; i < n; i++) finite &= isfinite(image[i]) != 0;
+    if (!finite) return FTV_ERR_INPUT;
+    forward_job job = {m, image, logits, ro, map};
+    ftv_pool_run(m->pool, forward_worker, &job);
+    for (int j = 0; j < m->cfg.num_classes; j++) finite &= isfinite(logits[j]) != 0;
+    return finite ? FTV_OK : FTV_ERR_OVERFLOW;
+}
+
 ftv_status ftv_model_forward(ftv_model *m, const float *image, float *logits) {
     if (!m || !image || !logits) return FTV_ERR_ARG;
-    forward_job job = {m, image, logits};
-    ftv_pool_run(m->pool, forward_worker, &job);
-    return FTV_OK;
+    return forward_checked(m, image, logits, NULL, NULL);
+}
+
+size_t ftv_model_rollout_bytes(const ftv_model *m) { return ftv_rollout_bytes(m); }
+
+ftv_status ftv_model_forward_rollout(ftv_model *m, const float *image, float *logits, float *map) {
+    if (!m || !image || !logits || !map) return FTV_ERR_ARG;
+    if (!m->rollout && !(m->rollout = ftv_rollout_new(m))) return FTV_ERR_NOMEM;
+    return forward_checked(m, image, logits, m->rollout, map);
 }

@@ -28,19 +28,19 @@ static float lanes_reduce(const float *x, int n, float c, int sq) {
 
 float ftv_rmsnorm_quant(const float *x, const ftv_fvec *g, float rms_eps, float quant_eps,
                         int k, int8_t *q, int32_t *sum) {
-    float r = 1.0f / sqrtf(lanes_reduce(x, k, 0.0f, 1) / (float)k + rms_eps);
+    float r = ftv_norm_factor(lanes_reduce(x, k, 0.0f, 1), k, rms_eps);
     float amax = 0.0f;
     for (int j = 0; j < k; j++) {
         float h = x[j] * r * ftv_fvec_get(g, j);
         float a = fabsf(h);
         if (a > amax) amax = a;
     }
-    float s = 127.0f / (amax > quant_eps ? amax : quant_eps);
+    float s = ftv_quant_scale(amax, quant_eps, r);
     int32_t total = 0;
     for (int j = 0; j < k; j++) {
         /* Recomputed rather than stored: same value, no (k,) float scratch needed. */
         float v = rintf(x[j] * r * ftv_fvec_get(g, j) * s);
-        q[j] = (int8_t)(v > 127.0f ? 127 : (v < -128.0f ? -128 : (int)v));
+        q[j] = ftv_to_int8(v);
         total += q[j];
     }
     if (sum) *sum = total;
@@ -187,7 +187,7 @@ void ftv_patch_gemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const f
 void ftv_layernorm(const float *x, const ftv_tmat *gamma, const ftv_tmat *beta, float eps, int n,
                    float *out) {
     float mean = lanes_reduce(x, n, 0.0f, 0) / (float)n;
-    float r = 1.0f / sqrtf(lanes_reduce(x, n, mean, 1) / (float)n + eps);
+    float r = ftv_norm_factor(lanes_reduce(x, n, mean, 1), n, eps);
     for (int j = 0; j < n; j++) {
         float gv = gamma ? ftv_tvec_get(gamma, j) : 1.0f;
         float bv = beta ? ftv_tvec_get(beta, j) : 0.0f;
@@ -211,7 +211,7 @@ void ftv_quantize_patches(const float *img, int chans, int h, int w, int ph, int
             for (int dy = 0; dy < ph; dy++)
                 for (int dx = 0; dx < pw; dx++) {
                     const float v = rintf(img[((size_t)ch * h + y0 + dy) * w + x0 + dx] * scales[ch]);
-                    *dst++ = (int8_t)(v > 127.0f ? 127 : (v < -128.0f ? -128 : (int)v));
+                    *dst++ = ftv_to_int8(v);
                 }
     }
 }

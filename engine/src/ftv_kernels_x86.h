@@ -364,7 +364,7 @@ INLINE void norm_quant_n(const float *x, size_t ldx, const int nr, const int ln,
 #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) {
             mv[r] = vf_set1(mean[r]);
-            rv[r] = vf_set1(1.0f / sqrtf(var[r] / (float)n + ln_eps));
+            rv[r] = vf_set1(ftv_norm_factor(var[r], n, ln_eps));
 #pragma GCC unroll 8
             for (int u = 0; u < RED; u++) acc[r][u] = vf_zero();
         }
@@ -401,9 +401,11 @@ INLINE void norm_quant_n(const float *x, size_t ldx, const int nr, const int ln,
         reduce_rows(x, ldx, nr, n, zero, 1, ss);
     }
     vf rr[NORM_ROWS], mx[NORM_ROWS][2];
+    float rs[NORM_ROWS];
 #pragma GCC unroll 4
     for (int r = 0; r < nr; r++) {
-        rr[r] = vf_set1(1.0f / sqrtf(ss[r] / (float)n + rms_eps));
+        rs[r] = ftv_norm_factor(ss[r], n, rms_eps);
+        rr[r] = vf_set1(rs[r]);
         mx[r][0] = mx[r][1] = vf_zero();
     }
     int j = 0; /* |h r g|, two maxima a row in turn */
@@ -428,7 +430,7 @@ INLINE void norm_quant_n(const float *x, size_t ldx, const int nr, const int ln,
 #pragma GCC unroll 4
     for (int r = 0; r < nr; r++) {
         const float amax = vf_hmax(vf_max(mx[r][0], mx[r][1]));
-        s[r] = 127.0f / (amax > quant_eps ? amax : quant_eps);
+        s[r] = ftv_quant_scale(amax, quant_eps, rs[r]);
         sv[r] = vf_set1(s[r]);
         total[r] = vi_zero();
     }
@@ -500,7 +502,7 @@ static void x86_layernorm(const float *x, const ftv_tmat *gamma, const ftv_tmat 
     reduce_rows(x, 0, 1, n, &zero, 0, &mean);
     mean /= (float)n;
     reduce_rows(x, 0, 1, n, &mean, 1, &var);
-    const float r = 1.0f / sqrtf(var / (float)n + eps);
+    const float r = ftv_norm_factor(var, n, eps);
     const vf mv = vf_set1(mean), rv = vf_set1(r);
     for (int j = 0; j < n; j += FTV_VL) {
         const vmask m = lanes_left(n, j);

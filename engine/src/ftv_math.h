@@ -47,6 +47,26 @@ static inline float ftv_lanes_sum(float part[FTV_LANES]) {
     return part[0];
 }
 
+/* A norm's factor 1 / sqrt(sum / n + eps) (RMSNorm: the sum of squares; LayerNorm: of the
+ * squared deviations), or NaN when the sum is not finite: a value upstream overflowed, or its
+ * square does. The NaN then reaches the logits, which ftv_model_forward checks, instead of
+ * being quantized into ordinary codes (a quantizer's absolute maximum skips NaN). Every
+ * kernel set takes this path, so they stay bit-identical. */
+static inline float ftv_norm_factor(float sum, int n, float eps) {
+    return isfinite(sum) ? 1.0f / sqrtf(sum / (float)n + eps) : NAN;
+}
+
+/* The int8 scale 127 / max(absmax, eps) of a row normalized by factor r (NaN stays NaN). */
+static inline float ftv_quant_scale(float amax, float eps, float r) {
+    return isnan(r) ? r : 127.0f / (amax > eps ? amax : eps);
+}
+
+/* A value already rounded to an integer, clamped to int8; NaN gives -128, as the SIMD
+ * kernels' max(v, -128) does, and no undefined conversion. */
+static inline int8_t ftv_to_int8(float v) {
+    return (int8_t)(v > 127.0f ? 127 : v >= -128.0f ? (int)v : -128);
+}
+
 static inline float ftv_expf(float x) {
     x = FTV_EXP_MAX < x ? FTV_EXP_MAX : x; /* written as the SIMD min/max order: NaN passes */
     x = FTV_EXP_MIN > x ? FTV_EXP_MIN : x;
@@ -61,7 +81,8 @@ static inline float ftv_expf(float x) {
     p = p * r + FTV_EXP_P4;
     p = p * r + FTV_EXP_P5;
     p = p * z + r + 1.0f;
-    uint32_t bits = (uint32_t)((int32_t)n + 127) << 23; /* 2^n, n in [-126, 127] */
+    /* 2^n, n in [-126, 127]; x NaN (p is NaN then): any scale, without an undefined conversion */
+    uint32_t bits = (uint32_t)((isnan(n) ? 0 : (int32_t)n) + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
     return p * scale;

@@ -1,7 +1,11 @@
 /* Loading a .ftv file: validate everything before use, then bind weights in place.
- * Every offset, size and shape is checked against the file size and the header's
- * configuration, and every ternary code is checked, so a damaged file is refused with a
- * message instead of being read out of bounds. */
+ *
+ * The checks are those of the Python reader (src/ftervit/export/reader.py), in the same
+ * order and with the same messages: header, then every table entry against the tensor table
+ * of ftv_tensors.h (name, kind, shape, size, scale, offset), then every tensor's data (ternary
+ * codes and padding, finite floats in range, class names). Sizes are computed in 64 bits from
+ * values the limits of ftv_format.h bound, so no computation can overflow; only then are the
+ * weights bound, by the same table. */
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -10,14 +14,15 @@
 #include <string.h>
 
 #include "ftv_model.h"
+#include "ftv_rollout.h"
+#include "ftv_tensors.h"
 
-#define FTV_MAX_SIDE 65536u /* bound on every dimension: keeps size arithmetic far from overflow */
+#define FLAGS_KNOWN ((uint32_t)FTV_FLAG_CLASS_NAMES * 2u - 1u) /* every flag bit version 1 defines */
 
 typedef struct {
     const uint8_t *data;
     size_t size;
     ftv_header h;
-    const uint8_t *table;
     char *err;
     size_t errlen;
 } loader;
@@ -32,175 +37,466 @@ static ftv_status fail(loader *L, ftv_status st, const char *fmt, ...) {
     return st;
 }
 
-static void read_entry(const loader *L, uint32_t i, ftv_tensor *e) {
-    memcpy(e, L->table + (size_t)i * FTV_ENTRY_SIZE, sizeof *e);
-}
+#define TRY(expr) do { ftv_status st_ = (expr); if (st_ != FTV_OK) return st_; } while (0)
 
-static int is_ternary(uint32_t kind) { return kind == FTV_KIND_TQ2 || kind == FTV_KIND_TQ1; }
+/* --- the tensor table ------------------------------------------------------------------ */
 
-/* Every code of a packed row is valid and the padding after code k encodes 0. */
-static int ternary_row_valid(const uint8_t *row, uint32_t row_bytes, uint64_t k, uint32_t kind) {
-    for (uint32_t j = 0; j < row_bytes; j++)
-        if (kind == FTV_KIND_TQ2 ? ((row[j] & (row[j] >> 1)) & 0x55u) != 0 : row[j] > 242)
-            return 0; /* tq2: a 2-bit field equal to 3; tq1: a byte above 3^5 - 1 */
-    uint64_t per = kind == FTV_KIND_TQ2 ? 4 : 5;
-    for (uint64_t j = k; j < row_bytes * per; j++)
-        if (ftv_ternary_get(row, (uint32_t)j, kind) != 0) return 0;
-    return 1;
-}
+#define STEM_OR_HEAD(...) FTV_TENSOR_RULE(ftv_weights, __VA_ARGS__)
+#define BLOCK(...) FTV_TENSOR_RULE(ftv_block, __VA_ARGS__)
+static const ftv_tensor_rule stem_rules[] = {FTV_TENSORS_STEM(STEM_OR_HEAD)};
+static const ftv_tensor_rule block_rules[] = {FTV_TENSORS_BLOCK(BLOCK)};
+static const ftv_tensor_rule head_rules[] = {FTV_TENSORS_HEAD(STEM_OR_HEAD)};
 
-/* Check one table entry on its own: name, kind, shape, bounds, size, codes. */
-static ftv_status check_entry(loader *L, uint32_t i, const ftv_tensor *e) {
-    if (memchr(e->name, 0, FTV_NAME_SIZE) == NULL)
-        return fail(L, FTV_ERR_FORMAT, "tensor %u: name is not NUL-terminated", i);
-    if (e->kind < FTV_KIND_F32 || e->kind > FTV_KIND_U8)
-        return fail(L, FTV_ERR_FORMAT, "tensor '%s': unknown kind %u", e->name, e->kind);
-    if (e->ndim < 1 || e->ndim > FTV_MAX_DIMS)
-        return fail(L, FTV_ERR_FORMAT, "tensor '%s': ndim %u out of range", e->name, e->ndim);
-    uint64_t numel = 1;
-    for (uint32_t d = 0; d < e->ndim; d++) {
-        if (e->dims[d] == 0 || e->dims[d] > FTV_MAX_SIDE)
-            return fail(L, FTV_ERR_FORMAT, "tensor '%s': dim %u = %u out of range", e->name, d, e->dims[d]);
-        numel *= e->dims[d];
+/* Each row's field has the type its group binds to. */
+#define SLOT_TYPE_OK(owner, name, group, flag, d0, d1, d2, d3, field)                             \
+    _Static_assert(_Generic(((owner *)0)->field,                                                  \
+                            ftv_tmat: FTV_GROUP_##group == FTV_GROUP_TERNARY ||                   \
+                                          FTV_GROUP_##group == FTV_GROUP_TERNARY_ROWS,            \
+                            ftv_fvec: FTV_GROUP_##group == FTV_GROUP_FLOAT ||                     \
+                                          FTV_GROUP_##group == FTV_GROUP_ROW_SCALE,               \
+                            ftv_blob: FTV_GROUP_##group == FTV_GROUP_CLASS_NAMES, default: 0),    \
+                   "field of " name " has the wrong type");
+#define STEM_OR_HEAD_OK(...) SLOT_TYPE_OK(ftv_weights, __VA_ARGS__)
+#define BLOCK_OK(...) SLOT_TYPE_OK(ftv_block, __VA_ARGS__)
+FTV_TENSORS_STEM(STEM_OR_HEAD_OK)
+FTV_TENSORS_BLOCK(BLOCK_OK)
+FTV_TENSORS_HEAD(STEM_OR_HEAD_OK)
+
+#define COUNT(a) (sizeof(a) / sizeof((a)[0]))
+
+/* Walks the tensors a header implies, in file order. */
+typedef struct {
+    int part;       /* 0 stem, 1 blocks, 2 head, 3 done */
+    uint32_t block; /* during part 1 */
+    size_t row;
+} cursor;
+
+/* The next tensor of the file, or NULL after the last (header.depth >= 1: check_header). */
+static const ftv_tensor_rule *next_tensor(const ftv_header *h, cursor *c) {
+    static const ftv_tensor_rule *const parts[3] = {stem_rules, block_rules, head_rules};
+    static const size_t sizes[3] = {COUNT(stem_rules), COUNT(block_rules), COUNT(head_rules)};
+    while (c->part < 3) {
+        if (c->row < sizes[c->part]) {
+            const ftv_tensor_rule *r = &parts[c->part][c->row++];
+            if (r->flag == 0 || (h->flags & r->flag)) return r;
+        } else if (c->part == 1 && ++c->block < h->depth) {
+            c->row = 0; /* the next block */
+        } else {
+            c->part++;
+            c->row = 0;
+        }
     }
-    uint64_t table_end = (uint64_t)L->h.header_size + (uint64_t)L->h.num_tensors * FTV_ENTRY_SIZE;
-    uint64_t data_end = L->size - FTV_CRC_SIZE;
-    if (e->offset % L->h.alignment || e->offset < table_end || e->offset > data_end ||
-        e->nbytes > data_end - e->offset)
-        return fail(L, FTV_ERR_FORMAT, "tensor '%s': data [%llu, +%llu) outside the file", e->name,
-                    (unsigned long long)e->offset, (unsigned long long)e->nbytes);
-    uint64_t expect;
-    if (is_ternary(e->kind)) {
-        uint64_t rows = e->ndim == 1 ? 1 : e->dims[0], k = numel / rows;
-        uint64_t per = e->kind == FTV_KIND_TQ2 ? 4 : 5;
-        if (e->row_bytes != (k + per - 1) / per)
-            return fail(L, FTV_ERR_FORMAT, "tensor '%s': row_bytes %u, expected %llu", e->name, e->row_bytes,
-                        (unsigned long long)((k + per - 1) / per));
-        expect = rows * e->row_bytes;
-        if (e->nbytes == expect)
-            for (uint64_t r = 0; r < rows; r++)
-                if (!ternary_row_valid(L->data + e->offset + r * e->row_bytes, e->row_bytes, k, e->kind))
-                    return fail(L, FTV_ERR_FORMAT, "tensor '%s': invalid ternary code in row %llu", e->name,
-                                (unsigned long long)r);
-    } else {
-        expect = numel * (e->kind == FTV_KIND_F32 ? 4u : e->kind == FTV_KIND_F16 ? 2u : 1u);
-    }
-    if (e->nbytes != expect)
-        return fail(L, FTV_ERR_FORMAT, "tensor '%s': %llu bytes, expected %llu", e->name,
-                    (unsigned long long)e->nbytes, (unsigned long long)expect);
-    return FTV_OK;
+    return NULL;
 }
 
-static int find(const loader *L, const char *name, ftv_tensor *e) {
-    for (uint32_t i = 0; i < L->h.num_tensors; i++) {
-        read_entry(L, i, e);
-        if (strncmp(e->name, name, FTV_NAME_SIZE) == 0) return 1;
+static void tensor_name(const ftv_tensor_rule *r, const cursor *c, char *out, size_t n) {
+    if (c->part == 1) snprintf(out, n, "blocks.%u.%s", (unsigned)c->block, r->name);
+    else snprintf(out, n, "%s", r->name);
+}
+
+static uint64_t pos_len(const ftv_header *h) {
+    const int cls = (h->flags & FTV_FLAG_CLASS_TOKEN) != 0, embed_cls = cls && !(h->flags & FTV_FLAG_NO_EMBED_CLASS);
+    return (uint64_t)(h->img_h / h->patch_h) * (h->img_w / h->patch_w) + (uint64_t)embed_cls;
+}
+
+static uint32_t dim_value(const ftv_header *h, uint8_t sym) {
+    switch (sym) {
+    case FTV_DIM_1: return 1;
+    case FTV_DIM_D: return h->embed_dim;
+    case FTV_DIM_D3: return 3u * h->embed_dim;
+    case FTV_DIM_H: return h->mlp_hidden;
+    case FTV_DIM_CLASSES: return h->num_classes;
+    case FTV_DIM_CHANS: return h->in_chans;
+    case FTV_DIM_PATCH_H: return h->patch_h;
+    case FTV_DIM_PATCH_W: return h->patch_w;
+    case FTV_DIM_POS: return (uint32_t)pos_len(h);
     }
     return 0;
 }
 
-/* Expected shape of a tensor: dims[0..ndim), trailing zeros. */
-static int same_shape(const ftv_tensor *e, uint32_t ndim, const uint32_t *dims) {
-    if (e->ndim != ndim) return 0;
-    for (uint32_t d = 0; d < ndim; d++) if (e->dims[d] != dims[d]) return 0;
+/* --- message pieces, printed as the Python reader prints them ----------------------------- */
+
+static const char *kind_name(uint32_t kind) {
+    static const char *const names[] = {"?", "F32", "F16", "TQ2", "TQ1", "U8"};
+    return kind <= FTV_KIND_U8 ? names[kind] : "?";
+}
+
+/* A float as Python's f"{v:.9g}" (every NaN as "nan"). */
+static const char *fmt_g(float v, char *buf, size_t n) {
+    if (isnan(v)) snprintf(buf, n, "nan");
+    else snprintf(buf, n, "%.9g", (double)v);
+    return buf;
+}
+
+/* A Python tuple of ints: "(1, 2)", "(3,)". */
+static const char *fmt_shape(uint32_t ndim, const uint32_t *dims, char *buf, size_t n) {
+    size_t at = (size_t)snprintf(buf, n, "(");
+    for (uint32_t d = 0; d < ndim && at < n; d++)
+        at += (size_t)snprintf(buf + at, n - at, d ? ", %u" : "%u", dims[d]);
+    if (at < n) snprintf(buf + at, n - at, ndim == 1 ? ",)" : ")");
+    return buf;
+}
+
+/* Name bytes: printable ASCII as is, anything else as \xNN (a forged name stays one line). */
+static const char *fmt_name(const char *name, size_t len, char *buf, size_t n) {
+    size_t at = 0;
+    for (size_t i = 0; i < len && at + 5 < n; i++) {
+        unsigned char ch = (unsigned char)name[i];
+        if (ch >= 0x20 && ch < 0x7F && ch != '\\' && ch != '\'') buf[at++] = (char)ch;
+        else at += (size_t)snprintf(buf + at, n - at, "\\x%02x", ch);
+    }
+    buf[at] = '\0';
+    return buf;
+}
+
+/* Strict UTF-8, as Python's decoder: no overlong forms, surrogates or code points past U+10FFFF. */
+static int utf8_valid(const uint8_t *s, uint64_t n) {
+    for (uint64_t i = 0; i < n;) {
+        const uint8_t c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        uint32_t len, cp, min;
+        if ((c & 0xE0u) == 0xC0u) len = 2, cp = c & 0x1Fu, min = 0x80;
+        else if ((c & 0xF0u) == 0xE0u) len = 3, cp = c & 0x0Fu, min = 0x800;
+        else if ((c & 0xF8u) == 0xF0u) len = 4, cp = c & 0x07u, min = 0x10000;
+        else return 0;
+        if (n - i < len) return 0;
+        for (uint32_t j = 1; j < len; j++) {
+            if ((s[i + j] & 0xC0u) != 0x80u) return 0;
+            cp = cp << 6 | (s[i + j] & 0x3Fu);
+        }
+        if (cp < min || cp > 0x10FFFFu || (cp >= 0xD800u && cp <= 0xDFFFu)) return 0;
+        i += len;
+    }
     return 1;
 }
 
-static ftv_status bind_f(loader *L, const char *name, uint32_t ndim, const uint32_t *dims, ftv_fvec *v) {
-    ftv_tensor e;
-    if (!find(L, name, &e)) return fail(L, FTV_ERR_FORMAT, "missing tensor '%s'", name);
-    if (e.kind != FTV_KIND_F32 && e.kind != FTV_KIND_F16)
-        return fail(L, FTV_ERR_FORMAT, "tensor '%s': kind %u, expected FP32 or FP16", name, e.kind);
-    if (!same_shape(&e, ndim, dims)) return fail(L, FTV_ERR_FORMAT, "tensor '%s': wrong shape", name);
-    v->data = L->data + e.offset;
-    v->is_f16 = e.kind == FTV_KIND_F16;
-    v->n = (int)(e.nbytes / (v->is_f16 ? 2u : 4u));
-    return FTV_OK;
+/* --- the header ------------------------------------------------------------------------ */
+
+/* Append to a list of items in buf, `sep` between them. */
+static void append(char *buf, size_t n, size_t *at, const char *sep, const char *fmt, ...) {
+    if (*at >= n) return;
+    if (*at) *at += (size_t)snprintf(buf + *at, n - *at, "%s", sep);
+    if (*at >= n) return;
+    va_list ap;
+    va_start(ap, fmt);
+    *at += (size_t)vsnprintf(buf + *at, n - *at, fmt, ap);
+    va_end(ap);
 }
 
-static ftv_status bind_t(loader *L, const char *name, uint32_t rows, uint32_t k, int is_vector, ftv_tmat *m) {
-    ftv_tensor e;
-    if (!find(L, name, &e)) return fail(L, FTV_ERR_FORMAT, "missing tensor '%s'", name);
-    uint32_t want = L->h.format == FTV_FORMAT_TQ2 ? FTV_KIND_TQ2 : FTV_KIND_TQ1;
-    if (e.kind != want) return fail(L, FTV_ERR_FORMAT, "tensor '%s': kind %u, expected %u", name, e.kind, want);
-    uint64_t numel = 1;
-    for (uint32_t d = 0; d < e.ndim; d++) numel *= e.dims[d];
-    uint32_t e_rows = e.ndim == 1 ? 1 : e.dims[0];
-    if ((is_vector && e.ndim != 1) || e_rows != rows || numel != (uint64_t)rows * k)
-        return fail(L, FTV_ERR_FORMAT, "tensor '%s': wrong shape", name);
-    m->data = L->data + e.offset;
-    m->rows = (int)rows;
-    m->k = (int)k;
-    m->row_bytes = (int)e.row_bytes;
-    m->kind = e.kind;
-    m->scale = e.scale;
-    m->row_scale.n = 0;
-    return FTV_OK;
-}
-
-#define TRY(expr) do { ftv_status st_ = (expr); if (st_ != FTV_OK) return st_; } while (0)
-
-static ftv_status bind_ternary_vec(loader *L, const char *name, uint32_t n, ftv_tmat *m) {
-    TRY(bind_t(L, name, 1, n, 1, m));
-    if (!(m->scale > 0.0f) || !isfinite(m->scale))
-        return fail(L, FTV_ERR_FORMAT, "tensor '%s': scale %g is not a positive number", name, (double)m->scale);
-    return FTV_OK;
-}
-
-static ftv_status bind_linear(loader *L, const char *prefix, uint32_t out, uint32_t in, ftv_fvec *rms, ftv_tmat *w) {
-    char name[FTV_NAME_SIZE + 16];
-    snprintf(name, sizeof name, "%s.norm.weight", prefix);
-    uint32_t d[1] = {in};
-    TRY(bind_f(L, name, 1, d, rms));
-    snprintf(name, sizeof name, "%s.weight", prefix);
-    TRY(bind_t(L, name, out, in, 0, w));
-    if (!(w->scale > 0.0f) || !isfinite(w->scale))
-        return fail(L, FTV_ERR_FORMAT, "tensor '%s': scale %g is not a positive number", name, (double)w->scale);
-    return FTV_OK;
-}
-
-static ftv_status bind_norm(loader *L, const char *prefix, uint32_t dim, ftv_tmat *g, ftv_tmat *b) {
-    char name[FTV_NAME_SIZE + 16];
-    snprintf(name, sizeof name, "%s.weight", prefix);
-    TRY(bind_ternary_vec(L, name, dim, g));
-    snprintf(name, sizeof name, "%s.bias", prefix);
-    return bind_ternary_vec(L, name, dim, b);
-}
-
-static ftv_status check_header(loader *L, ftv_model *m) {
+static ftv_status check_header(loader *L) {
+    const size_t n = L->size;
+    if (n == 0) return fail(L, FTV_ERR_FORMAT, "empty file");
+    if (memcmp(L->data, FTV_MAGIC, n < FTV_MAGIC_SIZE ? n : FTV_MAGIC_SIZE) != 0)
+        return fail(L, FTV_ERR_FORMAT, "not an FTerViT .ftv file (bad magic bytes)");
+    if (n < FTV_HEADER_SIZE)
+        return fail(L, FTV_ERR_FORMAT, "truncated: %zu bytes, shorter than the %d-byte header", n, FTV_HEADER_SIZE);
+    memcpy(&L->h, L->data, sizeof L->h);
     const ftv_header *h = &L->h;
-    if (L->size < FTV_HEADER_SIZE + FTV_CRC_SIZE || memcmp(h->magic, FTV_MAGIC, FTV_MAGIC_SIZE) != 0)
-        return fail(L, FTV_ERR_FORMAT, "not a .ftv model file (bad magic or too short: %zu bytes)", L->size);
     if (h->version > FTV_VERSION)
-        return fail(L, FTV_ERR_VERSION, "format version %u is newer than this engine's (%u): update ftervit",
-                    h->version, FTV_VERSION);
+        return fail(L, FTV_ERR_VERSION, "format version %u is newer than this ftervit reads (version %u); "
+                    "upgrade ftervit", h->version, FTV_VERSION);
     if (h->version < 1 || h->header_size != FTV_HEADER_SIZE || h->entry_size != FTV_ENTRY_SIZE)
-        return fail(L, FTV_ERR_FORMAT, "unsupported header (version %u, sizes %u/%u)", h->version,
+        return fail(L, FTV_ERR_FORMAT, "bad header (version %u, header size %u, entry size %u)", h->version,
                     h->header_size, h->entry_size);
-    if (h->file_size != L->size)
-        return fail(L, FTV_ERR_FORMAT, "file is %zu bytes but its header says %llu (truncated?)", L->size,
-                    (unsigned long long)h->file_size);
+    if (h->file_size != n)
+        return fail(L, FTV_ERR_FORMAT, "%s: the header says %llu bytes, the file has %zu",
+                    n < h->file_size ? "truncated" : "has trailing bytes", (unsigned long long)h->file_size, n);
     uint32_t stored;
-    memcpy(&stored, L->data + L->size - FTV_CRC_SIZE, 4);
-    if (ftv_crc32(0, L->data, L->size - FTV_CRC_SIZE) != stored)
-        return fail(L, FTV_ERR_CHECKSUM, "checksum mismatch: the file is corrupted");
-    if (h->num_tensors == 0 || h->num_tensors > 100000u ||
-        (uint64_t)FTV_HEADER_SIZE + (uint64_t)h->num_tensors * FTV_ENTRY_SIZE > L->size - FTV_CRC_SIZE)
-        return fail(L, FTV_ERR_FORMAT, "tensor table (%u entries) does not fit in the file", h->num_tensors);
-    if (h->alignment == 0 || (h->alignment & (h->alignment - 1)))
-        return fail(L, FTV_ERR_FORMAT, "alignment %u is not a power of two", h->alignment);
+    memcpy(&stored, L->data + n - FTV_CRC_SIZE, 4);
+    const uint32_t actual = ftv_crc32(0, L->data, n - FTV_CRC_SIZE);
+    if (stored != actual)
+        return fail(L, FTV_ERR_CHECKSUM, "checksum mismatch (stored CRC32 %08x, computed %08x): the file is "
+                    "damaged; export it again", stored, actual);
     if (h->format != FTV_FORMAT_TQ2 && h->format != FTV_FORMAT_TQ1)
-        return fail(L, FTV_ERR_FORMAT, "unknown weight format %u", h->format);
-    const uint32_t dims[] = {h->img_h, h->img_w, h->patch_h, h->patch_w, h->in_chans, h->embed_dim,
-                             h->depth, h->num_heads, h->mlp_hidden, h->num_classes};
-    for (size_t i = 0; i < sizeof dims / sizeof dims[0]; i++)
-        if (dims[i] == 0 || dims[i] > FTV_MAX_SIDE) return fail(L, FTV_ERR_FORMAT, "model geometry out of range");
-    if (h->in_chans > FTV_MAX_CHANNELS || h->img_h % h->patch_h || h->img_w % h->patch_w ||
-        h->embed_dim % h->num_heads || h->depth > 1024)
-        return fail(L, FTV_ERR_FORMAT, "inconsistent model geometry");
-    if (!(h->ln_eps > 0.0f) || !(h->rms_eps > 0.0f) || !(h->quant_eps > 0.0f) || !isfinite(h->ln_eps) ||
-        !isfinite(h->rms_eps) || !isfinite(h->quant_eps))
-        return fail(L, FTV_ERR_FORMAT, "epsilons must be positive numbers");
+        return fail(L, FTV_ERR_FORMAT, "unknown weight format code %u", h->format);
+    if (h->flags & ~FLAGS_KNOWN) return fail(L, FTV_ERR_FORMAT, "unknown flag bits %#x", h->flags);
+    if (h->alignment < 32 || (h->alignment & (h->alignment - 1)))
+        return fail(L, FTV_ERR_FORMAT, "alignment %u is not a power of two of at least 32", h->alignment);
+
+    static const char *const names[] = {"img_h", "img_w", "patch_h", "patch_w", "in_chans", "embed_dim",
+                                        "depth", "num_heads", "mlp_hidden", "num_classes"};
+    const uint32_t sizes[] = {h->img_h, h->img_w, h->patch_h, h->patch_w, h->in_chans, h->embed_dim,
+                              h->depth, h->num_heads, h->mlp_hidden, h->num_classes};
+    const uint32_t limits[] = {FTV_MAX_IMG_SIDE, FTV_MAX_IMG_SIDE, FTV_MAX_DIM, FTV_MAX_DIM, FTV_MAX_DIM,
+                               FTV_MAX_DIM, FTV_MAX_DEPTH, FTV_MAX_DIM, FTV_MAX_DIM, FTV_MAX_DIM};
+    char list[512];
+    size_t at = 0;
+#define OVER(...) append(list, sizeof list, &at, ", ", __VA_ARGS__)
+    int zero = 0;
+    for (size_t i = 0; i < COUNT(sizes); i++) zero |= sizes[i] == 0;
+    if (zero) {
+        for (size_t i = 0; i < COUNT(sizes); i++)
+            at += (size_t)snprintf(list + at, sizeof list - at, "%s%s=%u", i ? ", " : "", names[i], sizes[i]);
+        return fail(L, FTV_ERR_FORMAT, "a model dimension is 0: %s", list);
+    }
+    for (size_t i = 0; i < COUNT(sizes); i++)
+        if (sizes[i] > limits[i]) OVER("%s=%u (at most %u)", names[i], sizes[i], limits[i]);
+    if (at == 0) { /* every dimension is bounded: these products fit easily in 64 bits */
+        const uint64_t k = (uint64_t)h->in_chans * h->patch_h * h->patch_w;
+        const uint64_t tokens = (uint64_t)(h->img_h / h->patch_h) * (h->img_w / h->patch_w) +
+                                ((h->flags & FTV_FLAG_CLASS_TOKEN) != 0);
+        uint64_t width = h->embed_dim > h->mlp_hidden ? h->embed_dim : h->mlp_hidden;
+        if (k > width) width = k;
+        if (k > FTV_MAX_DIM) OVER("in_chans*patch_h*patch_w=%llu (at most %u)", (unsigned long long)k, FTV_MAX_DIM);
+        if (tokens > FTV_MAX_TOKENS) OVER("tokens=%llu (at most %u)", (unsigned long long)tokens, FTV_MAX_TOKENS);
+        if (tokens * width > FTV_MAX_ACTIVATIONS)
+            OVER("tokens*width=%llu (at most %u)", (unsigned long long)(tokens * width), FTV_MAX_ACTIVATIONS);
+    }
+#undef OVER
+    if (at) return fail(L, FTV_ERR_FORMAT, "model geometry out of range: %s", list);
+
+    char problems[512], a[32], b[32], c[32];
+    at = 0;
+#define PROBLEM(...) append(problems, sizeof problems, &at, "; ", __VA_ARGS__)
+    if (h->img_h % h->patch_h || h->img_w % h->patch_w) PROBLEM("image size is not a multiple of the patch size");
+    if (h->embed_dim % h->num_heads) PROBLEM("embed_dim is not a multiple of num_heads");
+    int slots = h->in_chans > FTV_MAX_CHANNELS;
+    for (uint32_t i = h->in_chans; i < FTV_MAX_CHANNELS; i++) slots |= h->mean[i] != 0.0f || h->std[i] != 0.0f;
+    if (slots) PROBLEM("in_chans %u and the mean/std slots disagree", h->in_chans);
+    int stats = 1;
+    for (uint32_t i = 0; i < FTV_MAX_CHANNELS; i++) {
+        stats &= fabsf(h->mean[i]) <= FTV_MAX_ABS_MEAN;
+        if (i < h->in_chans) stats &= h->std[i] >= FTV_MIN_STD && h->std[i] <= FTV_MAX_STD;
+    }
+    if (!stats)
+        PROBLEM("input mean/std out of range (|mean| <= %s, %s <= std <= %s)", fmt_g(FTV_MAX_ABS_MEAN, a, sizeof a),
+                fmt_g(FTV_MIN_STD, b, sizeof b), fmt_g(FTV_MAX_STD, c, sizeof c));
+    const float eps[3] = {h->ln_eps, h->rms_eps, h->quant_eps};
+    int eps_ok = 1;
+    for (int i = 0; i < 3; i++) eps_ok &= eps[i] >= FTV_MIN_EPS && eps[i] <= FTV_MAX_EPS;
+    if (!eps_ok) PROBLEM("an epsilon is outside [%s, %s]", fmt_g(FTV_MIN_EPS, a, sizeof a), fmt_g(FTV_MAX_EPS, b, sizeof b));
+    if (!(h->flags & (FTV_FLAG_AVG_POOL | FTV_FLAG_CLASS_TOKEN))) PROBLEM("token pooling without a class token");
+    int reserved = 0;
+    for (size_t i = 0; i < sizeof h->reserved; i++) reserved |= h->reserved[i];
+    if (reserved) PROBLEM("reserved header bytes are not zero");
+#undef PROBLEM
+    if (at) return fail(L, FTV_ERR_FORMAT, "inconsistent header: %s", problems);
+    return FTV_OK;
+}
+
+/* --- the table ------------------------------------------------------------------------- */
+
+static int is_ternary(uint32_t group) { return group == FTV_GROUP_TERNARY || group == FTV_GROUP_TERNARY_ROWS; }
+
+static void read_entry(const loader *L, uint32_t i, ftv_tensor *e) {
+    memcpy(e, L->data + FTV_HEADER_SIZE + (size_t)i * FTV_ENTRY_SIZE, sizeof *e);
+}
+
+/* (rows, codes or values per row) of a tensor: dim 0 is the row; a 1-D tensor is one row. */
+static void rows_and_k(const ftv_tensor *e, uint64_t *rows, uint64_t *k) {
+    *rows = e->ndim == 1 ? 1 : e->dims[0];
+    *k = 1;
+    for (uint32_t d = e->ndim == 1 ? 0 : 1; d < e->ndim; d++) *k *= e->dims[d];
+}
+
+static uint64_t codes_per_byte(uint32_t kind) { return kind == FTV_KIND_TQ2 ? 4 : 5; }
+
+/* Entry i, which the table says is rule r named `name`: everything but its data. */
+static ftv_status check_entry(loader *L, uint32_t i, const ftv_tensor_rule *r, const char *name,
+                              const ftv_tensor *e, uint64_t *prev_end) {
+    const ftv_header *h = &L->h;
+    char buf[256], buf2[128], buf3[32];
+    const char *nul = memchr(e->name, 0, FTV_NAME_SIZE);
+    int malformed = nul == NULL || nul == e->name || e->ndim < 1 || e->ndim > FTV_MAX_DIMS;
+    for (const char *p = nul ? nul : e->name + FTV_NAME_SIZE; p < e->name + FTV_NAME_SIZE; p++) malformed |= *p != 0;
+    for (uint32_t d = e->ndim; !malformed && d < FTV_MAX_DIMS; d++) malformed |= e->dims[d] != 0;
+    if (malformed) return fail(L, FTV_ERR_FORMAT, "tensor table entry %u is malformed (name or shape)", i);
+    const size_t len = (size_t)(nul - e->name);
+    if (!utf8_valid((const uint8_t *)e->name, len))
+        return fail(L, FTV_ERR_FORMAT, "tensor table entry %u: name is not UTF-8", i);
+    if (strcmp(e->name, name) != 0)
+        return fail(L, FTV_ERR_FORMAT, "tensor %u is '%s' where '%s' is expected", i,
+                    fmt_name(e->name, len, buf, sizeof buf), name);
+    if (e->kind < FTV_KIND_F32 || e->kind > FTV_KIND_U8)
+        return fail(L, FTV_ERR_FORMAT, "tensor %s: unknown kind code %u", name, e->kind);
+
+    const uint32_t tkind = h->format == FTV_FORMAT_TQ2 ? FTV_KIND_TQ2 : FTV_KIND_TQ1;
+    const int ternary = is_ternary(r->group);
+    int kind_ok;
+    const char *allowed;
+    if (ternary) kind_ok = e->kind == tkind, allowed = kind_name(tkind);
+    else if (r->group == FTV_GROUP_ROW_SCALE) kind_ok = e->kind == FTV_KIND_F32, allowed = "F32";
+    else if (r->group == FTV_GROUP_CLASS_NAMES) kind_ok = e->kind == FTV_KIND_U8, allowed = "U8";
+    else kind_ok = e->kind == FTV_KIND_F16 || e->kind == FTV_KIND_F32, allowed = "F16/F32";
+    if (!kind_ok)
+        return fail(L, FTV_ERR_FORMAT, "tensor %s: kind %s where %s is expected", name, kind_name(e->kind), allowed);
+    if (r->group == FTV_GROUP_CLASS_NAMES) {
+        if (e->ndim != 1) return fail(L, FTV_ERR_FORMAT, "tensor %s: must be 1-D", name);
+    } else {
+        uint32_t want[FTV_MAX_DIMS], ndim = 0;
+        while (ndim < FTV_MAX_DIMS && r->dims[ndim] != FTV_DIM_NONE) {
+            want[ndim] = dim_value(h, r->dims[ndim]);
+            ndim++;
+        }
+        int same = e->ndim == ndim;
+        for (uint32_t d = 0; same && d < ndim; d++) same = e->dims[d] == want[d];
+        if (!same)
+            return fail(L, FTV_ERR_FORMAT, "tensor %s: shape %s, the header's configuration implies %s", name,
+                        fmt_shape(e->ndim, e->dims, buf, sizeof buf), fmt_shape(ndim, want, buf2, sizeof buf2));
+    }
+    /* the shape is the header's (each dim <= FTV_MAX_DIM) or 1-D: these products fit in 64 bits */
+    uint64_t rows, k;
+    rows_and_k(e, &rows, &k);
+    const uint64_t row_bytes = ternary ? (k + codes_per_byte(e->kind) - 1) / codes_per_byte(e->kind) : 0;
+    const uint64_t expect = ternary ? rows * row_bytes : rows * k * (e->kind == FTV_KIND_F32 ? 4u : e->kind == FTV_KIND_F16 ? 2u : 1u);
+    if (e->nbytes != expect)
+        return fail(L, FTV_ERR_FORMAT, "tensor %s: %llu bytes where its shape needs %llu", name,
+                    (unsigned long long)e->nbytes, (unsigned long long)expect);
+    if (e->row_bytes != row_bytes) return fail(L, FTV_ERR_FORMAT, "tensor %s: wrong row_bytes %u", name, e->row_bytes);
+    if (r->group == FTV_GROUP_TERNARY) {
+        if (!(e->scale >= FTV_MIN_SCALE && e->scale <= FTV_MAX_SCALE))
+            return fail(L, FTV_ERR_FORMAT, "tensor %s: scale %s outside [%s, %s]", name, fmt_g(e->scale, buf, sizeof buf),
+                        fmt_g(FTV_MIN_SCALE, buf2, sizeof buf2), fmt_g(FTV_MAX_SCALE, buf3, sizeof buf3));
+    } else if (e->scale != 0.0f) {
+        return fail(L, FTV_ERR_FORMAT, "tensor %s: scale %s where 0 is expected", name, fmt_g(e->scale, buf, sizeof buf));
+    }
+    const uint64_t end = h->file_size - FTV_CRC_SIZE;
+    if (e->offset % h->alignment || e->offset < *prev_end || e->offset > end || e->nbytes > end - e->offset)
+        return fail(L, FTV_ERR_FORMAT, "tensor %s: data offset %llu (+%llu bytes) is misaligned, overlaps or runs "
+                    "past the end", name, (unsigned long long)e->offset, (unsigned long long)e->nbytes);
+    *prev_end = e->offset + e->nbytes;
+    return FTV_OK;
+}
+
+static float value_at(const uint8_t *p, uint32_t kind, uint64_t i) {
+    if (kind == FTV_KIND_F16) {
+        uint16_t v;
+        memcpy(&v, p + 2 * i, 2);
+        return ftv_f16_to_f32(v);
+    }
+    float v;
+    memcpy(&v, p + 4 * i, 4);
+    return v;
+}
+
+/* The data of entry e (rule r), whose metadata check_entry has accepted. */
+static ftv_status check_data(loader *L, const ftv_tensor_rule *r, const char *name, const ftv_tensor *e) {
+    const uint8_t *p = L->data + e->offset;
+    char a[32], b[32], c[32];
+    if (is_ternary(r->group)) {
+        for (uint64_t j = 0; j < e->nbytes; j++)
+            if (e->kind == FTV_KIND_TQ2 ? ((p[j] & (p[j] >> 1)) & 0x55u) != 0 : p[j] > 242)
+                return fail(L, FTV_ERR_FORMAT, e->kind == FTV_KIND_TQ2 ? "tensor %s: invalid tq2 code 3 in ternary data"
+                            : "tensor %s: invalid tq1 byte (above 242) in ternary data", name);
+        uint64_t rows, k;
+        rows_and_k(e, &rows, &k);
+        for (uint64_t row = 0; row < rows; row++)
+            for (uint64_t j = k; j < (uint64_t)e->row_bytes * codes_per_byte(e->kind); j++)
+                if (ftv_ternary_get(p + row * e->row_bytes, (uint32_t)j, e->kind) != 0)
+                    return fail(L, FTV_ERR_FORMAT, "tensor %s: row padding of ternary data does not encode 0", name);
+        return FTV_OK;
+    }
+    if (e->kind == FTV_KIND_U8) { /* class_names */
+        const uint32_t classes = L->h.num_classes;
+        uint64_t names = 0;
+        int empty = 0;
+        for (uint64_t j = 0; j < e->nbytes; j++)
+            if (p[j] == 0) names++, empty |= j == 0 || p[j - 1] == 0;
+        if (e->nbytes == 0 || p[e->nbytes - 1] != 0 || names != classes || empty)
+            return fail(L, FTV_ERR_FORMAT, "class_names does not hold %u NUL-terminated names", classes);
+        if (!utf8_valid(p, e->nbytes)) return fail(L, FTV_ERR_FORMAT, "class_names is not UTF-8");
+        return FTV_OK;
+    }
+    const uint64_t n = e->nbytes / (e->kind == FTV_KIND_F16 ? 2u : 4u);
+    for (uint64_t j = 0; j < n; j++)
+        if (!isfinite(value_at(p, e->kind, j)))
+            return fail(L, FTV_ERR_FORMAT, "tensor %s: holds NaN or infinite values", name);
+    const int scales = r->group == FTV_GROUP_ROW_SCALE;
+    const float lo = scales ? FTV_MIN_SCALE : -FTV_MAX_ABS_VALUE, hi = scales ? FTV_MAX_SCALE : FTV_MAX_ABS_VALUE;
+    for (uint64_t j = 0; j < n; j++) {
+        const float v = value_at(p, e->kind, j);
+        if (v < lo || v > hi)
+            return fail(L, FTV_ERR_FORMAT, "tensor %s: %s %s outside [%s, %s]", name, scales ? "scale" : "value",
+                        fmt_g(v, a, sizeof a), fmt_g(lo, b, sizeof b), fmt_g(hi, c, sizeof c));
+    }
+    return FTV_OK;
+}
+
+static ftv_status check_table(loader *L) {
+    const ftv_header *h = &L->h;
+    const uint64_t n = h->num_tensors, end = h->file_size - FTV_CRC_SIZE;
+    const uint64_t table_end = FTV_HEADER_SIZE + n * FTV_ENTRY_SIZE;
+    if (table_end > end || h->depth > n)
+        return fail(L, FTV_ERR_FORMAT, "tensor table of %u entries does not fit the file or the model depth",
+                    h->num_tensors);
+    uint32_t expected = 0;
+    cursor c = {0};
+    while (next_tensor(h, &c)) expected++;
+    if (n != expected)
+        return fail(L, FTV_ERR_FORMAT, "%u tensors where the header's configuration implies %u", h->num_tensors,
+                    expected);
+    char name[FTV_NAME_SIZE + 16];
+    ftv_tensor e;
+    uint64_t prev_end = table_end;
+    c = (cursor){0};
+    for (uint32_t i = 0; i < expected; i++) {
+        const ftv_tensor_rule *r = next_tensor(h, &c);
+        tensor_name(r, &c, name, sizeof name);
+        read_entry(L, i, &e);
+        TRY(check_entry(L, i, r, name, &e, &prev_end));
+    }
+    c = (cursor){0};
+    for (uint32_t i = 0; i < expected; i++) {
+        const ftv_tensor_rule *r = next_tensor(h, &c);
+        tensor_name(r, &c, name, sizeof name);
+        read_entry(L, i, &e);
+        TRY(check_data(L, r, name, &e));
+    }
+    return FTV_OK;
+}
+
+/* --- binding --------------------------------------------------------------------------- */
+
+/* Point every field of the table at its tensor (the file is valid: nothing can fail). */
+static void bind_all(loader *L, ftv_model *m) {
+    cursor c = {0};
+    ftv_tensor e;
+    for (uint32_t i = 0; i < L->h.num_tensors; i++) {
+        const ftv_tensor_rule *r = next_tensor(&L->h, &c);
+        read_entry(L, i, &e);
+        uint8_t *owner = c.part == 1 ? (uint8_t *)&m->w.blocks[c.block] : (uint8_t *)&m->w;
+        const uint8_t *data = L->data + e.offset;
+        uint64_t rows, k;
+        rows_and_k(&e, &rows, &k);
+        if (is_ternary(r->group)) {
+            ftv_tmat *t = (ftv_tmat *)(owner + r->field);
+            t->data = data;
+            t->rows = (int)rows;
+            t->k = (int)k;
+            t->row_bytes = (int)e.row_bytes;
+            t->kind = e.kind;
+            t->scale = e.scale; /* 0 with per-row scales: the ROW_SCALE tensor after it */
+        } else if (r->group == FTV_GROUP_CLASS_NAMES) {
+            ftv_blob *blob = (ftv_blob *)(owner + r->field);
+            blob->data = data;
+            blob->nbytes = e.nbytes;
+        } else {
+            ftv_fvec *v = (ftv_fvec *)(owner + r->field);
+            v->data = data;
+            v->is_f16 = e.kind == FTV_KIND_F16;
+            v->n = (int)(rows * k);
+        }
+    }
+}
+
+static ftv_status bind_class_names(loader *L, ftv_model *m) {
+    if (!m->w.names.nbytes) return FTV_OK;
+    m->class_names = (const char **)calloc((size_t)m->cfg.num_classes, sizeof(char *));
+    if (!m->class_names) return fail(L, FTV_ERR_NOMEM, "out of memory");
+    const char *p = (const char *)m->w.names.data; /* check_data: num_classes names, each NUL-terminated */
+    for (int i = 0; i < m->cfg.num_classes; i++) {
+        m->class_names[i] = p;
+        p += strlen(p) + 1;
+    }
+    return FTV_OK;
+}
+
+/* The configuration of a valid header, and what the engine derives from it. */
+static ftv_status configure(loader *L, ftv_model *m) {
+    const ftv_header *h = &L->h;
     ftv_config *c = &m->cfg;
     c->img_h = (int)h->img_h;
     c->img_w = (int)h->img_w;
@@ -219,87 +515,22 @@ static ftv_status check_header(loader *L, ftv_model *m) {
         c->std[i] = h->std[i];
     }
     m->num_patches = (int)((h->img_h / h->patch_h) * (h->img_w / h->patch_w));
-    if (m->num_patches > (int)FTV_MAX_SIDE) return fail(L, FTV_ERR_FORMAT, "too many patches");
-    int has_cls = (h->flags & FTV_FLAG_CLASS_TOKEN) != 0;
-    c->num_tokens = m->num_patches + has_cls;
-    m->pos_len = m->num_patches + (has_cls && !(h->flags & FTV_FLAG_NO_EMBED_CLASS));
+    c->num_tokens = m->num_patches + ((h->flags & FTV_FLAG_CLASS_TOKEN) != 0);
+    m->pos_len = (int)pos_len(h);
     m->head_dim = c->embed_dim / c->num_heads;
     m->ln_eps = h->ln_eps;
     m->rms_eps = h->rms_eps;
     m->quant_eps = h->quant_eps;
-    int kp = c->in_chans * c->patch_h * c->patch_w;
+    const int kp = c->in_chans * c->patch_h * c->patch_w;
     m->max_k = c->embed_dim > c->mlp_hidden ? c->embed_dim : c->mlp_hidden;
     if (kp > m->max_k) m->max_k = kp;
-    if ((uint64_t)m->max_k * 128u > 0x7FFFFFFFu) return fail(L, FTV_ERR_FORMAT, "rows too long for int32 sums");
-    return FTV_OK;
-}
-
-static ftv_status bind_all(loader *L, ftv_model *m) {
-    const ftv_config *c = &m->cfg;
-    const uint32_t D = (uint32_t)c->embed_dim, H = (uint32_t)c->mlp_hidden;
-    const uint32_t kp = (uint32_t)(c->in_chans * c->patch_h * c->patch_w);
-    ftv_weights *w = &m->w;
-    uint32_t d1[1] = {D};
-    TRY(bind_t(L, "patch_embed.proj.weight", D, kp, 0, &w->patch));
-    w->patch.scale = 0.0f;
-    ftv_tensor e;
-    if (!find(L, "patch_embed.proj.weight", &e) || e.ndim != 4 || e.dims[1] != (uint32_t)c->in_chans ||
-        e.dims[2] != (uint32_t)c->patch_h || e.dims[3] != (uint32_t)c->patch_w)
-        return fail(L, FTV_ERR_FORMAT, "tensor 'patch_embed.proj.weight': wrong shape");
-    TRY(bind_f(L, "patch_embed.proj.weight_scale", 1, d1, &w->patch.row_scale));
-    for (int r = 0; r < c->embed_dim; r++) {
-        float s = ftv_fvec_get(&w->patch.row_scale, r);
-        if (!(s > 0.0f) || !isfinite(s)) return fail(L, FTV_ERR_FORMAT, "patch_embed.proj.weight_scale: bad scale");
-    }
-    TRY(bind_f(L, "patch_embed.proj.channel_scale", 1, d1, &w->patch_cs));
-    w->patch_bias.n = 0;
-    if (c->flags & FTV_FLAG_PATCH_BIAS) TRY(bind_f(L, "patch_embed.proj.bias", 1, d1, &w->patch_bias));
-    w->cls.n = 0;
-    uint32_t d3[3] = {1, 1, D};
-    if (c->flags & FTV_FLAG_CLASS_TOKEN) TRY(bind_f(L, "cls_token", 3, d3, &w->cls));
-    uint32_t dpos[3] = {1, (uint32_t)m->pos_len, D};
-    TRY(bind_f(L, "pos_embed", 3, dpos, &w->pos));
-    for (int l = 0; l < c->depth; l++) {
-        ftv_block *b = &w->blocks[l];
-        char p[FTV_NAME_SIZE];
-        char q[FTV_NAME_SIZE + 16];
-#define PFX(fmt) (snprintf(p, sizeof p, "blocks.%d." fmt, l), p)
-        TRY(bind_norm(L, PFX("norm1"), D, &b->norm1_g, &b->norm1_b));
-        TRY(bind_linear(L, PFX("attn.qkv"), 3 * D, D, &b->qkv_rms, &b->qkv));
-        TRY(bind_linear(L, PFX("attn.proj"), D, D, &b->proj_rms, &b->proj));
-        TRY(bind_norm(L, PFX("norm2"), D, &b->norm2_g, &b->norm2_b));
-        TRY(bind_linear(L, PFX("mlp.fc1"), H, D, &b->fc1_rms, &b->fc1));
-        TRY(bind_linear(L, PFX("mlp.fc2"), D, H, &b->fc2_rms, &b->fc2));
-        b->ls1.n = b->ls2.n = 0;
-        if (c->flags & FTV_FLAG_LAYER_SCALE) {
-            snprintf(q, sizeof q, "blocks.%d.ls1.gamma", l);
-            TRY(bind_f(L, q, 1, d1, &b->ls1));
-            snprintf(q, sizeof q, "blocks.%d.ls2.gamma", l);
-            TRY(bind_f(L, q, 1, d1, &b->ls2));
-        }
-#undef PFX
-    }
-    w->norm_g.rows = w->fcn_g.rows = 0;
-    if (c->flags & FTV_FLAG_FINAL_NORM) TRY(bind_norm(L, "norm", D, &w->norm_g, &w->norm_b));
-    if (c->flags & FTV_FLAG_FC_NORM) TRY(bind_norm(L, "fc_norm", D, &w->fcn_g, &w->fcn_b));
-    TRY(bind_linear(L, "head", (uint32_t)c->num_classes, D, &w->head_rms, &w->head));
-    return FTV_OK;
-}
-
-static ftv_status bind_class_names(loader *L, ftv_model *m) {
-    ftv_tensor e;
-    if (!(m->cfg.flags & FTV_FLAG_CLASS_NAMES)) return FTV_OK;
-    if (!find(L, "class_names", &e) || e.kind != FTV_KIND_U8)
-        return fail(L, FTV_ERR_FORMAT, "missing tensor 'class_names'");
-    m->class_names = (const char **)calloc((size_t)m->cfg.num_classes, sizeof(char *));
-    if (!m->class_names) return fail(L, FTV_ERR_NOMEM, "out of memory");
-    const char *p = (const char *)(L->data + e.offset), *end = p + e.nbytes;
-    for (int i = 0; i < m->cfg.num_classes; i++) {
-        const char *nul = memchr(p, 0, (size_t)(end - p));
-        if (!nul) return fail(L, FTV_ERR_FORMAT, "class_names holds fewer than %d names", m->cfg.num_classes);
-        m->class_names[i] = p;
-        p = nul + 1;
-    }
+    /* The engine's own limit beyond the file's: every activation buffer, sized in 64 bits, must
+     * be addressable (only 32-bit targets can fail here) with room to spare. */
+    const uint64_t T = (uint64_t)c->num_tokens, D = (uint64_t)c->embed_dim, H = (uint64_t)c->mlp_hidden;
+    const uint64_t need = 8u * T * (D + H + (uint64_t)m->max_k) + (uint64_t)h->img_h * h->img_w * 4u * h->in_chans;
+    if (need > SIZE_MAX / 8u)
+        return fail(L, FTV_ERR_NOMEM, "the model's activations (about %llu bytes) do not fit this machine's "
+                    "address space", (unsigned long long)need);
     return FTV_OK;
 }
 
@@ -367,18 +598,12 @@ static ftv_status layout_arena(ftv_model *m, int n) {
 static ftv_status load(loader *L, ftv_model *m) {
     const uint16_t probe = 1;
     if (*(const uint8_t *)&probe != 1) return fail(L, FTV_ERR_FORMAT, "big-endian hosts are not supported");
-    if (L->size >= FTV_HEADER_SIZE) memcpy(&L->h, L->data, sizeof L->h);
-    else memset(&L->h, 0, sizeof L->h);
-    TRY(check_header(L, m));
-    L->table = L->data + FTV_HEADER_SIZE;
-    for (uint32_t i = 0; i < L->h.num_tensors; i++) {
-        ftv_tensor e;
-        read_entry(L, i, &e);
-        TRY(check_entry(L, i, &e));
-    }
+    TRY(check_header(L));
+    TRY(check_table(L));
+    TRY(configure(L, m));
     m->w.blocks = (ftv_block *)calloc((size_t)m->cfg.depth, sizeof(ftv_block));
     if (!m->w.blocks) return fail(L, FTV_ERR_NOMEM, "out of memory");
-    TRY(bind_all(L, m));
+    bind_all(L, m);
     TRY(bind_class_names(L, m));
     m->kernels = ftv_kernels_select();
     TRY(repack_weights(L, m));
@@ -389,8 +614,9 @@ static ftv_status load(loader *L, ftv_model *m) {
 
 ftv_status ftv_model_load_buffer(const void *data, size_t size, ftv_model **out, char *err, size_t errlen) {
     if (err && errlen) err[0] = '\0';
-    if (!data || !out) return FTV_ERR_ARG;
+    if (!out) return FTV_ERR_ARG;
     *out = NULL;
+    if (!data && size) return FTV_ERR_ARG;
     ftv_model *m = (ftv_model *)calloc(1, sizeof *m);
     if (!m) return FTV_ERR_NOMEM;
     loader L = {.data = (const uint8_t *)data, .size = size, .err = err, .errlen = errlen};
@@ -417,13 +643,17 @@ ftv_status ftv_model_load_file(const char *path, ftv_model **out, char *err, siz
     }
     long size = -1;
     if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
+    if (size == 0) { /* refused as the Python reader refuses it */
+        fclose(f);
+        return ftv_model_load_buffer(NULL, 0, out, err, errlen);
+    }
     uint8_t *buf = size > 0 ? (uint8_t *)malloc((size_t)size) : NULL;
     int ok = buf && fseek(f, 0, SEEK_SET) == 0 && fread(buf, 1, (size_t)size, f) == (size_t)size;
     fclose(f);
     if (!ok) {
         free(buf);
         return fail(&L, size > 0 && !buf ? FTV_ERR_NOMEM : FTV_ERR_IO, "cannot read %s%s", path,
-                    size == 0 ? ": the file is empty" : size > 0 && !buf ? ": out of memory" : "");
+                    size > 0 && !buf ? ": out of memory" : "");
     }
     ftv_status st = ftv_model_load_buffer(buf, (size_t)size, out, err, errlen);
     if (st != FTV_OK) {
@@ -478,6 +708,7 @@ void ftv_model_free(ftv_model *m) {
     free(m->repacked);
     free(m->w.blocks);
     free(m->arena);
+    ftv_rollout_free(m->rollout);
     free((void *)m->class_names);
     free(m->owned_file);
     free(m);
@@ -501,6 +732,8 @@ const char *ftv_status_string(ftv_status s) {
     case FTV_ERR_CHECKSUM: return "checksum mismatch";
     case FTV_ERR_NOMEM: return "out of memory";
     case FTV_ERR_ARG: return "invalid argument";
+    case FTV_ERR_INPUT: return "the input holds NaN or infinite values";
+    case FTV_ERR_OVERFLOW: return "the forward pass overflowed float range (input or weights far out of range)";
     }
     return "unknown error";
 }

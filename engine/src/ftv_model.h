@@ -23,6 +23,14 @@ typedef struct {
     ftv_fvec ls2;
 } ftv_block;
 
+/* Bytes of the file bound as they are (class_names). */
+typedef struct {
+    const uint8_t *data;
+    uint64_t nbytes;
+} ftv_blob;
+
+/* Every tensor of the file, bound by the table of engine/include/ftv_tensors.h (the field
+ * names are that table's). */
 typedef struct {
     ftv_tmat patch;     /* (dim, in_chans * patch_h * patch_w), one scale per row */
     ftv_fvec patch_cs;  /* channel_scale (dim) */
@@ -34,6 +42,7 @@ typedef struct {
     ftv_tmat fcn_g, fcn_b;     /* fc_norm, rows = 0 when absent */
     ftv_fvec head_rms;
     ftv_tmat head; /* (classes, dim) */
+    ftv_blob names; /* class_names, nbytes = 0 when absent */
 } ftv_weights;
 
 /* Activation buffers, all inside one arena. Phases reuse the same bytes (see ftv_forward.c). */
@@ -82,6 +91,7 @@ struct ftv_model {
     size_t arena_bytes;
     uint8_t *owned_file; /* the file image when loaded from a path */
     const char **class_names; /* (classes) into the file image, NULL when absent */
+    struct ftv_rollout *rollout; /* ftv_model_forward_rollout's workspace, NULL before its first call */
 };
 
 /* Lay out the run state of m->threads threads in an arena; returns the bytes needed (arena

@@ -1,11 +1,15 @@
 /* ftervit-run: classify images with a .ftv model.
  *
- *   ftervit-run [-k N] [-t THREADS] [--logits] MODEL.ftv INPUT...
+ *   ftervit-run [-k N] [-t THREADS] [--logits] [--rollout] MODEL.ftv INPUT...
  *
- * INPUT is a binary PPM (P6) or PGM (P5) image of exactly the model's size, normalized with
- * the file's mean/std, or a raw float32 tensor (C, H, W) already normalized (any other
- * extension). `ftervit run` (Python) decodes any image format and resizes it first. */
+ * INPUT is a binary PPM (P6) or PGM (P5) image of exactly the model's size (8 or 16 bits a
+ * sample), normalized with the file's mean/std, or a raw float32 tensor (C, H, W) already
+ * normalized (any other extension). `ftervit run` (Python) decodes any image format and
+ * resizes it first. Every input is tried; each one refused is named on stderr.
+ * Exit status: 0 all inputs classified; 1 the model could not be loaded (or no memory);
+ * 2 a usage error, or an input refused (unreadable, wrong size, NaN or infinite values). */
 #include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -38,36 +42,47 @@ static int ends_with(const char *s, const char *suffix) {
 static int load_input(const char *path, const ftv_config *c, float *img) {
     FILE *f = fopen(path, "rb");
     if (!f) {
-        fprintf(stderr, "ftervit-run: cannot open %s\n", path);
+        fprintf(stderr, "ftervit-run: cannot open %s: %s\n", path, strerror(errno));
         return 0;
     }
+    errno = 0; /* a directory opens on POSIX systems but does not read: ask before sizing it */
+    if (fgetc(f) == EOF && ferror(f)) {
+        fprintf(stderr, "ftervit-run: cannot read %s: %s\n", path, errno ? strerror(errno) : "read error");
+        fclose(f);
+        return 0;
+    }
+    rewind(f);
     size_t n = (size_t)c->in_chans * c->img_h * c->img_w;
     int ok = 0;
     if (ends_with(path, ".ppm") || ends_with(path, ".pgm")) {
         char magic[2];
         long w, h, maxval;
         if (fread(magic, 1, 2, f) != 2 || magic[0] != 'P' || (magic[1] != '5' && magic[1] != '6') ||
-            !read_token(f, &w) || !read_token(f, &h) || !read_token(f, &maxval) || maxval < 1 || maxval > 255) {
-            fprintf(stderr, "ftervit-run: %s: not a binary PPM/PGM with maxval <= 255\n", path);
+            !read_token(f, &w) || !read_token(f, &h) || !read_token(f, &maxval) || maxval < 1 || maxval > 65535) {
+            fprintf(stderr, "ftervit-run: %s: not a binary PPM/PGM (P6/P5, maxval 1..65535)\n", path);
         } else if (w != c->img_w || h != c->img_h) {
             fprintf(stderr, "ftervit-run: %s is %ldx%ld, the model takes %dx%d: resize it (ftervit run does)\n",
                     path, w, h, c->img_w, c->img_h);
         } else {
-            int src_c = magic[1] == '6' ? 3 : 1;
-            size_t px = (size_t)w * (size_t)h;
-            unsigned char *buf = (unsigned char *)malloc(px * (size_t)src_c);
-            if (buf && fread(buf, 1, px * (size_t)src_c, f) == px * (size_t)src_c) {
+            const int src_c = magic[1] == '6' ? 3 : 1, bytes = maxval > 255 ? 2 : 1; /* 16 bits: big-endian */
+            const size_t px = (size_t)w * (size_t)h, len = px * (size_t)src_c * (size_t)bytes;
+            unsigned char *buf = (unsigned char *)malloc(len);
+            if (buf && fread(buf, 1, len, f) == len) {
                 for (int ch = 0; ch < c->in_chans; ch++)
                     for (size_t i = 0; i < px; i++) {
-                        const unsigned char *p = buf + i * (size_t)src_c;
-                        float v = src_c == 1 ? p[0]
-                                  : c->in_chans == 1 ? 0.299f * p[0] + 0.587f * p[1] + 0.114f * p[2]
-                                                     : p[ch < 3 ? ch : 2];
+                        float s[3];
+                        for (int k = 0; k < src_c; k++) {
+                            const unsigned char *p = buf + (i * (size_t)src_c + (size_t)k) * (size_t)bytes;
+                            s[k] = bytes == 2 ? (float)(p[0] << 8 | p[1]) : (float)p[0];
+                        }
+                        float v = src_c == 1 ? s[0]
+                                  : c->in_chans == 1 ? 0.299f * s[0] + 0.587f * s[1] + 0.114f * s[2]
+                                                     : s[ch < 3 ? ch : 2];
                         img[(size_t)ch * px + i] = (v / (float)maxval - c->mean[ch]) / c->std[ch];
                     }
                 ok = 1;
             } else {
-                fprintf(stderr, "ftervit-run: %s: truncated image data\n", path);
+                fprintf(stderr, "ftervit-run: %s: %s\n", path, buf ? "truncated image data" : "out of memory");
             }
             free(buf);
         }
@@ -85,29 +100,39 @@ static int load_input(const char *path, const ftv_config *c, float *img) {
     return ok;
 }
 
+static void print_map(const float *map, int n) {
+    for (int p = 0; p < n; p++) printf(p ? " %.9g" : "rollout %.9g", (double)map[p]);
+    printf("\n");
+}
+
 int main(int argc, char **argv) {
-    int topk = 5, threads = 1, print_logits = 0, argi = 1;
+    int topk = 5, threads = 1, print_logits = 0, print_rollout = 0, argi = 1;
     for (; argi < argc && argv[argi][0] == '-'; argi++) {
         if (strcmp(argv[argi], "-k") == 0 && argi + 1 < argc) topk = atoi(argv[++argi]);
         else if (strcmp(argv[argi], "-t") == 0 && argi + 1 < argc) threads = atoi(argv[++argi]);
         else if (strcmp(argv[argi], "--logits") == 0) print_logits = 1;
+        else if (strcmp(argv[argi], "--rollout") == 0) print_rollout = 1;
         else break;
     }
-    if (argc - argi < 2 || topk < 1 || threads < 1) {
-        fprintf(stderr, "usage: ftervit-run [-k N] [-t THREADS] [--logits] MODEL.ftv INPUT...\n"
+    if (argc - argi < 2 || topk < 1 || threads < 1 || threads > FTV_MAX_THREADS) {
+        fprintf(stderr, "usage: ftervit-run [-k N] [-t THREADS] [--logits] [--rollout] MODEL.ftv INPUT...\n"
                         "  INPUT: binary PPM/PGM of the model's size, or raw float32 (C,H,W) normalized\n"
-                        "  -t: threads of the forward pass (default 1; the logits do not depend on it)\n");
+                        "  -t: threads of the forward pass, 1..%d (default 1; the logits do not depend on it)\n"
+                        "  --rollout: also print the attention-rollout map (one line, patch grid row-major)\n",
+                FTV_MAX_THREADS);
         return 2;
     }
     char err[256];
     ftv_model *m;
     ftv_status st = ftv_model_load_file(argv[argi], &m, err, sizeof err);
     if (st != FTV_OK) {
-        fprintf(stderr, "ftervit-run: %s: %s (%s)\n", argv[argi], err, ftv_status_string(st));
+        if (strstr(err, argv[argi])) fprintf(stderr, "ftervit-run: %s (%s)\n", err, ftv_status_string(st));
+        else fprintf(stderr, "ftervit-run: %s: %s (%s)\n", argv[argi], err, ftv_status_string(st));
         return 1;
     }
     if (threads != 1 && (st = ftv_model_set_threads(m, threads)) != FTV_OK) {
-        fprintf(stderr, "ftervit-run: -t %d: %s\n", threads, ftv_status_string(st));
+        fprintf(stderr, "ftervit-run: -t %d: %s%s\n", threads, ftv_status_string(st),
+                st == FTV_ERR_ARG ? " (this build runs one thread)" : "");
         ftv_model_free(m);
         return 1;
     }
@@ -115,16 +140,28 @@ int main(int argc, char **argv) {
     float *img = (float *)malloc(sizeof(float) * (size_t)c->in_chans * c->img_h * c->img_w);
     float *logits = (float *)malloc(sizeof(float) * (size_t)c->num_classes);
     int *order = (int *)malloc(sizeof(int) * (size_t)c->num_classes);
-    int status = img && logits && order ? 0 : 1;
-    for (int i = argi + 1; i < argc && status == 0; i++) {
+    const int patches = (c->img_h / c->patch_h) * (c->img_w / c->patch_w);
+    float *map = (float *)malloc(sizeof(float) * (size_t)patches);
+    int status = 0;
+    if (!img || !logits || !order || !map) {
+        fprintf(stderr, "ftervit-run: out of memory for a %dx%dx%d input\n", c->in_chans, c->img_h, c->img_w);
+        status = 1;
+    }
+    for (int i = argi + 1; i < argc && status != 1; i++) {
         if (!load_input(argv[i], c, img)) {
-            status = 1;
-            break;
+            status = 2;
+            continue;
         }
-        ftv_model_forward(m, img, logits);
+        st = print_rollout ? ftv_model_forward_rollout(m, img, logits, map) : ftv_model_forward(m, img, logits);
+        if (st != FTV_OK) {
+            fprintf(stderr, "ftervit-run: %s: %s\n", argv[i], ftv_status_string(st));
+            status = 2;
+            continue;
+        }
         if (print_logits) {
             for (int j = 0; j < c->num_classes; j++) printf(j ? " %.9g" : "%.9g", (double)logits[j]);
             printf("\n");
+            if (print_rollout) print_map(map, patches);
             continue;
         }
         float mx = logits[0], sum = 0.0f;
@@ -146,10 +183,12 @@ int main(int argc, char **argv) {
                    name ? name : "", name ? ")" : "", (double)(expf(logits[order[a]] - mx) / sum),
                    (double)logits[order[a]]);
         }
+        if (print_rollout) print_map(map, patches);
     }
     free(img);
     free(logits);
     free(order);
+    free(map);
     ftv_model_free(m);
     return status;
 }

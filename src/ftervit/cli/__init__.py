@@ -14,7 +14,7 @@ from typing import NoReturn
 from ftervit.errors import FtervitError
 
 SUBCOMMANDS = ("info", "teacher", "distill", "eval", "quickstart", "export", "inspect", "size", "run", "firmware",
-               "analyze")
+               "analyze", "demo")
 
 
 class _Parser(argparse.ArgumentParser):

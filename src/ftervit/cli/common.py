@@ -21,21 +21,33 @@ def add_model_args(parser: argparse.ArgumentParser, positional: bool = True) -> 
     parser.add_argument("--checkpoint", help="ternary checkpoint: .pth/.pt/.safetensors or hf-hub:...")
     parser.add_argument("--num-classes", type=positive_int, help="classifier size (default: checkpoint's or model's)")
     parser.add_argument("--img-size", type=positive_int, help="input resolution (default: the model's)")
+    add_seed_arg(parser)
+
+
+def add_seed_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=non_negative_int, default=0,
+                        help="seed of the random weights when no --checkpoint is given (default 0: the same "
+                             "model, and file, on every run)")
 
 
 def model_from_args(args: argparse.Namespace, ternary: bool = True) -> nn.Module:
     """Build the model the common arguments describe (FP32 when ``ternary`` is False).
 
     ``--checkpoint`` is loaded strictly in both cases: a ternary checkpoint into the ternary
-    model, an FP32 one (``ftervit teacher``) into the FP32 model.
+    model, an FP32 one (``ftervit teacher``) into the FP32 model. Without one the random
+    initialization is seeded by ``--seed`` (torch's global generator is left as it was).
     """
+    import torch
+
     from ftervit.factory import create_fp32_model, create_model
 
     kwargs: dict[str, Any] = {}
     if args.img_size:
         kwargs["img_size"] = args.img_size
     create = create_model if ternary else create_fp32_model
-    return create(args.model, checkpoint=args.checkpoint, num_classes=args.num_classes, **kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(getattr(args, "seed", 0))
+        return create(args.model, checkpoint=args.checkpoint, num_classes=args.num_classes, **kwargs)
 
 
 def check_not_input(output: str, *inputs: str | None) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ftervit.cli.common import positive_int
+from ftervit.cli.common import add_seed_arg, positive_int
 from ftervit.errors import FtervitError
 
 
@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", help="ternary checkpoint: .pth/.pt/.safetensors or hf-hub:...")
     p.add_argument("--num-classes", type=positive_int, help="classifier size (default: checkpoint's or model's)")
     p.add_argument("--img-size", type=positive_int, help="input resolution (default: the model's)")
+    add_seed_arg(p)
     p.add_argument("--format", choices=("tq2", "tq1"), default="tq2",
                    help="ternary packing: tq2 = 4 codes per byte, tq1 = 5 per byte (default tq2)")
     p.add_argument("--class-names", metavar="FILE", help="text file with one class name per line")

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import os
-import tempfile
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -12,10 +13,10 @@ from typing import Any, Callable
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import datasets as tvd
-from torchvision.datasets.utils import extract_archive
 
 from ftervit.data.transforms import CIFAR_MEAN_STD, folder_transform, small_image_transform
 from ftervit.errors import FtervitError
+from ftervit.fileio import atomic_output
 
 DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100", "imagefolder", "imagenet")
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
@@ -94,8 +95,8 @@ def _fashion_mnist_root(data_dir: Path, download: bool) -> Path:
                 (raw / name).symlink_to(src.resolve())
             continue
         # Decompress beside the target, then rename: concurrent ranks never see half a file.
-        with tempfile.TemporaryDirectory(dir=raw) as tmp:
-            os.replace(extract_archive(src, tmp), raw / name)
+        with atomic_output(raw / name) as tmp, gzip.open(src, "rb") as packed, open(tmp, "wb") as out:
+            shutil.copyfileobj(packed, out)
     return root
 
 

@@ -7,6 +7,8 @@ with PyTorch.
 from __future__ import annotations
 
 import ctypes
+import operator
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,9 @@ import numpy as np
 from ftervit.engine.build import EngineBuildError, library_path
 from ftervit.errors import FtervitError
 
-__all__ = ["Engine", "EngineBuildError", "EngineError"]
+__all__ = ["MAX_THREADS", "Engine", "EngineBuildError", "EngineError"]
+
+MAX_THREADS = 256  # FTV_MAX_THREADS in engine/include/ftervit.h (tests/test_engine.py compares them)
 
 
 class EngineError(FtervitError):
@@ -61,6 +65,12 @@ def _load_library(profile: bool = False) -> ctypes.CDLL:
         lib.ftv_model_profile.restype = ctypes.c_int
         lib.ftv_profile_phase_name.argtypes = [ctypes.c_int]
         lib.ftv_profile_phase_name.restype = ctypes.c_char_p
+        lib.ftv_model_forward_rollout.argtypes = [p] + [ctypes.POINTER(ctypes.c_float)] * 3
+        lib.ftv_model_forward_rollout.restype = ctypes.c_int
+        lib.ftv_model_rollout_bytes.argtypes = [p]
+        lib.ftv_model_rollout_bytes.restype = c_size
+        lib.ftv_status_string.argtypes = [ctypes.c_int]
+        lib.ftv_status_string.restype = ctypes.c_char_p
         _libs[profile] = lib
     return _libs[profile]
 
@@ -82,16 +92,30 @@ class Engine:
     ``FTV_KERNELS=scalar`` (or ``FTV_FORCE_SCALAR=1``) set before loading caps the choice.
     Every set gives bit-identical logits.
 
+    One engine may be shared by threads: its calls are serialized (a lock around each
+    :meth:`forward`, since the model has one arena of working memory), and :meth:`close`
+    waits for a running call to end. For parallel throughput, give each thread its own
+    engine, or one engine ``threads=N``.
+
     Raises:
         EngineError: the file is missing, damaged or of a newer version.
         EngineBuildError: the engine could not be compiled.
+        ValueError: ``threads`` is not an integer from 1 to :data:`MAX_THREADS`.
     """
 
     NUMERICS = ("exact", "fast")
 
     def __init__(self, path: str | Path, threads: int = 1, profile: bool = False, numerics: str = "exact") -> None:
-        if not isinstance(threads, int) or threads < 1:
-            raise ValueError(f"threads={threads!r}: expected a positive integer")
+        self._model = None
+        self._lock = threading.Lock()
+        try:  # any integer (numpy's too), but not a bool or a float
+            if isinstance(threads, bool):
+                raise TypeError
+            threads = operator.index(threads)
+        except TypeError:
+            raise ValueError(f"threads={threads!r}: expected an integer from 1 to {MAX_THREADS}") from None
+        if not 1 <= threads <= MAX_THREADS:
+            raise ValueError(f"threads={threads}: expected an integer from 1 to {MAX_THREADS}")
         if numerics not in self.NUMERICS:
             raise ValueError(f"numerics={numerics!r}: expected one of {', '.join(self.NUMERICS)}")
         self.threads = threads
@@ -103,9 +127,9 @@ class Engine:
             self._model = None
             message = err.value.decode(errors="replace") or f"status {status}"
             raise EngineError(message if str(path) in message else f"{path}: {message}")
-        if threads != 1 and self._lib.ftv_model_set_threads(self._model, threads) != 0:
+        if threads != 1 and (status := self._lib.ftv_model_set_threads(self._model, threads)) != 0:
             self.close()
-            raise EngineError(f"threads={threads}: this engine build cannot run that many threads")
+            raise EngineError(f"threads={threads}: {self._lib.ftv_status_string(status).decode()}")
         if numerics == "fast" and self._lib.ftv_model_set_numerics(self._model, 1) != 0:
             kernels = self.kernels
             self.close()
@@ -116,28 +140,33 @@ class Engine:
         self.config["std"] = tuple(cfg.std[: cfg.in_chans])
         self.num_classes = cfg.num_classes
         self.input_shape = (cfg.in_chans, cfg.img_h, cfg.img_w)
+        self.grid = (cfg.img_h // cfg.patch_h, cfg.img_w // cfg.patch_w)
         names = [self._lib.ftv_model_class_name(self._model, i) for i in range(cfg.num_classes)]
         self.class_names = [n.decode() for n in names] if all(names) else None
 
     @property
     def arena_bytes(self) -> int:
         """Working memory of the forward pass in bytes, beyond the weights."""
-        return int(self._lib.ftv_model_arena_bytes(self._require()))
+        with self._lock:
+            return int(self._lib.ftv_model_arena_bytes(self._require()))
 
     @property
     def repacked_bytes(self) -> int:
         """Bytes of the kernels' own copy of the weights (0 for the scalar kernels)."""
-        return int(self._lib.ftv_model_repacked_bytes(self._require()))
+        with self._lock:
+            return int(self._lib.ftv_model_repacked_bytes(self._require()))
 
     @property
     def numerics(self) -> str:
         """``"exact"`` or ``"fast"``."""
-        return self.NUMERICS[self._lib.ftv_model_numerics(self._require())]
+        with self._lock:
+            return self.NUMERICS[self._lib.ftv_model_numerics(self._require())]
 
     @property
     def kernels(self) -> str:
         """The kernels chosen at load: ``"avx512"``, ``"avx2"`` or ``"scalar"``."""
-        return self._lib.ftv_model_kernels(self._require()).decode()
+        with self._lock:
+            return self._lib.ftv_model_kernels(self._require()).decode()
 
     def profile(self) -> dict[str, float]:
         """Seconds of the forward passes since the last call, by phase (``embed``,
@@ -148,36 +177,80 @@ class Engine:
             EngineError: the engine was not loaded with ``profile=True``.
         """
         seconds = (ctypes.c_double * 16)()
-        n = self._lib.ftv_model_profile(self._require(), seconds, len(seconds))
+        with self._lock:
+            n = self._lib.ftv_model_profile(self._require(), seconds, len(seconds))
         if n == 0:
             raise EngineError("this engine does not time its phases: load it with Engine(path, profile=True)")
         return {self._lib.ftv_profile_phase_name(i).decode(): seconds[i] for i in range(n)}
 
     def _require(self) -> ctypes.c_void_p:
+        """The C model; call with ``self._lock`` held, so that close() cannot free it meanwhile."""
         if self._model is None:
             raise EngineError("the engine was closed")
         return self._model
 
-    def forward(self, x) -> np.ndarray:
-        """Logits (N, classes) of float32 images (N, C, H, W), normalized as the model expects."""
-        model = self._require()
+    @property
+    def rollout_bytes(self) -> int:
+        """Bytes of :meth:`forward_rollout`'s workspace (allocated on its first call, not in the arena)."""
+        with self._lock:
+            return int(self._lib.ftv_model_rollout_bytes(self._require()))
+
+    def _images(self, x) -> np.ndarray:
         x = np.ascontiguousarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float32)
         if x.ndim == 3:
             x = x[None]
         if x.ndim != 4 or x.shape[1:] != self.input_shape:
             raise EngineError(f"expected input (N, {', '.join(map(str, self.input_shape))}), got {x.shape}")
+        return x
+
+    def _check(self, status: int, i: int, n: int) -> None:
+        if status != 0:
+            where = f"image {i}: " if n > 1 else ""
+            raise EngineError(where + self._lib.ftv_status_string(status).decode())
+
+    def forward(self, x) -> np.ndarray:
+        """Logits (N, classes) of float32 images (N, C, H, W), normalized as the model expects.
+
+        Raises:
+            EngineError: a wrong shape, an image with NaN or infinite values, or one whose
+                forward pass overflows float range (values near 1e38); the engine closed.
+        """
+        x = self._images(x)
         out = np.empty((x.shape[0], self.num_classes), dtype=np.float32)
         fp = ctypes.POINTER(ctypes.c_float)
-        for i in range(x.shape[0]):
-            self._lib.ftv_model_forward(model, x[i].ctypes.data_as(fp), out[i].ctypes.data_as(fp))
+        with self._lock:
+            model = self._require()
+            for i in range(x.shape[0]):
+                status = self._lib.ftv_model_forward(model, x[i].ctypes.data_as(fp), out[i].ctypes.data_as(fp))
+                self._check(status, i, len(x))
         return out
+
+    def forward_rollout(self, x) -> tuple[np.ndarray, np.ndarray]:
+        """Logits (N, classes) and attention-rollout maps (N, grid_h, grid_w) from one pass each.
+
+        The logits equal :meth:`forward`'s to the bit; the maps are what
+        :func:`ftervit.analysis.rollout.attention_rollout` computes from the PyTorch model
+        (class token's row, or the mean row for models pooled without one), in float32.
+        """
+        x = self._images(x)
+        logits = np.empty((x.shape[0], self.num_classes), dtype=np.float32)
+        maps = np.empty((x.shape[0], *self.grid), dtype=np.float32)
+        fp = ctypes.POINTER(ctypes.c_float)
+        with self._lock:
+            model = self._require()
+            for i in range(x.shape[0]):
+                self._check(self._lib.ftv_model_forward_rollout(
+                    model, x[i].ctypes.data_as(fp), logits[i].ctypes.data_as(fp), maps[i].ctypes.data_as(fp)), i, len(x))
+        return logits, maps
 
     __call__ = forward
 
     def close(self) -> None:
-        if self._model is not None:
-            self._lib.ftv_model_free(self._model)
-            self._model = None
+        """Free the model; waits for a call that is running in another thread."""
+        with self._lock:
+            if self._model is not None:
+                self._lib.ftv_model_free(self._model)
+                self._model = None
 
     def __enter__(self) -> "Engine":
         return self
@@ -186,5 +259,5 @@ class Engine:
         self.close()
 
     def __del__(self) -> None:
-        if getattr(self, "_model", None) is not None:
+        if getattr(self, "_model", None) is not None and hasattr(self, "_lock"):
             self.close()

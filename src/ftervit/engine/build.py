@@ -9,15 +9,15 @@ import hashlib
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 from ftervit.errors import FtervitError
+from ftervit.fileio import atomic_output
 
 # Same flags as engine/Makefile's library; -ffp-contract=off keeps PyTorch's float rounding.
 CFLAGS = ("-std=c11", "-O2", "-ffp-contract=off", "-fPIC", "-shared", "-pthread")
 LIB_SOURCES = ("ftv_kernels.c", "ftv_kernels_scalar.c", "ftv_kernels_lut.c", "ftv_kernels_avx2.c", "ftv_kernels_avx512.c",
-               "ftv_threads.c", "ftv_model.c", "ftv_forward.c")
+               "ftv_threads.c", "ftv_model.c", "ftv_forward.c", "ftv_rollout.c")
 
 
 class EngineBuildError(FtervitError):
@@ -58,12 +58,9 @@ def library_path(profile: bool = False) -> Path:
     if not cc:
         raise EngineBuildError("no C compiler found (install gcc or clang, or set CC) to build the ftervit engine")
     cache.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=cache, suffix=".so.tmp")
-    os.close(fd)
-    cmd = [cc, *flags, f"-I{src / 'include'}", *map(str, files[:len(LIB_SOURCES)]), "-o", tmp, "-lm"]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        os.unlink(tmp)
-        raise EngineBuildError(f"compiling the engine failed ({' '.join(cmd)}):\n{proc.stderr.strip()}")
-    os.replace(tmp, lib)  # atomic: a concurrent user sees the old state or the whole library
+    with atomic_output(lib) as tmp:  # a concurrent user sees no library or the whole one
+        cmd = [cc, *flags, f"-I{src / 'include'}", *map(str, files[:len(LIB_SOURCES)]), "-o", str(tmp), "-lm"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise EngineBuildError(f"compiling the engine failed ({' '.join(cmd)}):\n{proc.stderr.strip()}")
     return lib

@@ -30,6 +30,21 @@ MAX_DIMS = 4
 MAX_CHANNELS = 4  # input mean/std slots in the header
 CRC_SIZE = 4
 
+# Limits every reader enforces (engine/include/ftv_format.h holds the same values and
+# tests/test_format_c.py compares them). They keep every size computation far from overflow
+# and refuse values no trained model has; the float bounds are powers of two, so that float32
+# (C) and float64 (Python) comparisons agree exactly.
+MAX_DIM = 65536  # every header dimension, and the row length K of every matrix (in_chans * patch_h * patch_w too)
+MAX_IMG_SIDE = 4096  # img_h, img_w: the engine quantizes a whole image at once
+MAX_TOKENS = 65536  # patches + class token
+MAX_DEPTH = 1024
+MAX_ACTIVATIONS = 1 << 28  # tokens * max(embed_dim, mlp_hidden, K): the values of one activation matrix
+MIN_EPS, MAX_EPS = 2.0 ** -100, 1.0  # ln_eps, rms_eps, quant_eps
+MIN_SCALE, MAX_SCALE = 2.0 ** -24, 2.0 ** 24  # ternary scales s (value = code / s), per tensor and per row
+MAX_ABS_VALUE = 2.0 ** 24  # every value of a float tensor
+MIN_STD, MAX_STD = 2.0 ** -16, 2.0 ** 16  # input std per channel
+MAX_ABS_MEAN = 2.0 ** 16  # input mean per channel
+
 
 class FormatError(FtervitError):
     """A .ftv file is damaged, truncated, of another format or of a newer version."""

@@ -1,4 +1,9 @@
-""".ftv bytes -> header, tensor table and decoded tensors, every field checked (format.py)."""
+""".ftv bytes -> header, tensor table and decoded tensors, every field checked (format.py).
+
+This is the reference of what a reader refuses. The C loader (engine/src/ftv_model.c) makes
+the same checks in the same order with the same messages: tests/test_format_c.py runs both on
+a corpus of damaged and forged files (tests/data/ftv_corpus) and on mutated files.
+"""
 from __future__ import annotations
 
 import math
@@ -14,8 +19,21 @@ from ftervit.export.format import (
     ENTRY_SIZE,
     HEADER_SIZE,
     MAGIC,
+    MAX_ABS_MEAN,
+    MAX_ACTIVATIONS,
+    MAX_ABS_VALUE,
     MAX_CHANNELS,
+    MAX_DEPTH,
+    MAX_DIM,
     MAX_DIMS,
+    MAX_EPS,
+    MAX_IMG_SIDE,
+    MAX_SCALE,
+    MAX_STD,
+    MAX_TOKENS,
+    MIN_EPS,
+    MIN_SCALE,
+    MIN_STD,
     ROW_SCALE,
     TERNARY,
     TERNARY_ROWS,
@@ -39,6 +57,8 @@ from ftervit.export.format import (
 
 _ITEM_BYTES = {Kind.F32: 4, Kind.F16: 2, Kind.U8: 1}
 _NUMPY_DTYPES = {Kind.F32: "<f4", Kind.F16: "<f2", Kind.U8: "u1"}
+_SIZES = ("img_h", "img_w", "patch_h", "patch_w", "in_chans", "embed_dim", "depth", "num_heads", "mlp_hidden",
+          "num_classes")
 
 
 @dataclass(frozen=True)
@@ -83,6 +103,16 @@ def read(path: str | Path) -> FtvFile:
         raise FormatError(f"{path}: {exc}") from None
 
 
+def _g(v: float) -> str:
+    """A float in messages, as C's ``%.9g`` prints it (every NaN as ``nan``)."""
+    return "nan" if math.isnan(v) else f"{v:.9g}"
+
+
+def _show(raw: bytes) -> str:
+    """Bytes of a name in messages: printable ASCII as is, anything else as ``\\xNN``."""
+    return "".join(chr(b) if 0x20 <= b < 0x7F and b not in b"\\'" else f"\\x{b:02x}" for b in raw)
+
+
 def parse(data: bytes) -> FtvFile:
     """:func:`read` for bytes already in memory."""
     n = len(data)
@@ -107,12 +137,12 @@ def parse(data: bytes) -> FtvFile:
         raise FormatError(f"checksum mismatch (stored CRC32 {stored:08x}, computed {actual:08x}): "
                           "the file is damaged; export it again")
     fmt, config = _config(h)
-    entries = _table(data, h, config, ternary_kind(fmt))
-    tensors = {e.name: _decode(data, e) for e in entries}
+    tkind = ternary_kind(fmt)
+    entries = _table(data, h, config, tkind)
+    specs = tensor_specs(config)
+    tensors = {e.name: _decode(data, e, spec) for e, spec in zip(entries, specs)}
     scales = {e.name: np.float32(e.scale) if e.scale else tensors[e.name + "_scale"]
-              for e in entries if e.kind == ternary_kind(fmt)}
-    if not all((s > 0).all() for s in scales.values()):
-        raise FormatError("a ternary scale is not positive")
+              for e in entries if e.kind == tkind}
     names = _class_names(tensors["class_names"], config.num_classes) if "class_names" in tensors else None
     return FtvFile(h["version"], fmt, config, h["source_params"], n, stored, entries, tensors, scales, names)
 
@@ -126,11 +156,20 @@ def _config(h: dict) -> tuple[WeightFormat, ModelConfig]:
     a = h["alignment"]
     if a < 32 or a & (a - 1):
         raise FormatError(f"alignment {a} is not a power of two of at least 32")
-    sizes = ("img_h", "img_w", "patch_h", "patch_w", "in_chans", "embed_dim", "depth", "num_heads", "mlp_hidden", "num_classes")
-    if any(h[k] == 0 for k in sizes):
-        raise FormatError("a model dimension is 0: " + ", ".join(f"{k}={h[k]}" for k in sizes))
-    c = h["in_chans"]
+    if any(h[k] == 0 for k in _SIZES):
+        raise FormatError("a model dimension is 0: " + ", ".join(f"{k}={h[k]}" for k in _SIZES))
     flags = Flag(h["flags"])
+    limits = {k: MAX_IMG_SIDE if k in ("img_h", "img_w") else MAX_DEPTH if k == "depth" else MAX_DIM for k in _SIZES}
+    over = [f"{k}={h[k]} (at most {limits[k]})" for k in _SIZES if h[k] > limits[k]]
+    if not over:  # every dimension is bounded; then what they imply
+        k = h["in_chans"] * h["patch_h"] * h["patch_w"]
+        tokens = (h["img_h"] // h["patch_h"]) * (h["img_w"] // h["patch_w"]) + int(Flag.CLASS_TOKEN in flags)
+        implied = {"in_chans*patch_h*patch_w": (k, MAX_DIM), "tokens": (tokens, MAX_TOKENS),
+                   "tokens*width": (tokens * max(h["embed_dim"], h["mlp_hidden"], k), MAX_ACTIVATIONS)}
+        over = [f"{name}={v} (at most {limit})" for name, (v, limit) in implied.items() if v > limit]
+    if over:
+        raise FormatError("model geometry out of range: " + ", ".join(over))
+    c = h["in_chans"]
     problems = []
     if h["img_h"] % h["patch_h"] or h["img_w"] % h["patch_w"]:
         problems.append("image size is not a multiple of the patch size")
@@ -138,10 +177,11 @@ def _config(h: dict) -> tuple[WeightFormat, ModelConfig]:
         problems.append("embed_dim is not a multiple of num_heads")
     if c > MAX_CHANNELS or any(h["mean"][c:]) or any(h["std"][c:]):
         problems.append(f"in_chans {c} and the mean/std slots disagree")
-    if not all(math.isfinite(m) for m in h["mean"]) or not all(math.isfinite(s) and s > 0 for s in h["std"][:c]):
-        problems.append("input mean/std not finite or std not positive")
-    if not all(math.isfinite(e) and e > 0 for e in (h["ln_eps"], h["rms_eps"], h["quant_eps"])):
-        problems.append("an epsilon is not a positive number")
+    if not all(abs(m) <= MAX_ABS_MEAN for m in h["mean"]) or not all(MIN_STD <= s <= MAX_STD for s in h["std"][:c]):
+        problems.append(f"input mean/std out of range (|mean| <= {_g(MAX_ABS_MEAN)}, "
+                        f"{_g(MIN_STD)} <= std <= {_g(MAX_STD)})")
+    if not all(MIN_EPS <= e <= MAX_EPS for e in (h["ln_eps"], h["rms_eps"], h["quant_eps"])):
+        problems.append(f"an epsilon is outside [{_g(MIN_EPS)}, {_g(MAX_EPS)}]")
     if Flag.AVG_POOL not in flags and Flag.CLASS_TOKEN not in flags:
         problems.append("token pooling without a class token")
     if any(h["reserved"]):
@@ -156,7 +196,8 @@ def _config(h: dict) -> tuple[WeightFormat, ModelConfig]:
         ln_eps=h["ln_eps"], rms_eps=h["rms_eps"], quant_eps=h["quant_eps"])
 
 
-def _entry(raw: dict, index: int) -> TensorEntry:
+def _entry(raw: dict, index: int, spec: TensorSpec) -> TensorEntry:
+    """Table entry ``index``: well formed, named as ``spec`` says, of a known kind."""
     name_bytes, nul, padding = raw["name"].partition(b"\0")
     ndim = raw["ndim"]
     if not nul or any(padding) or not name_bytes or not 1 <= ndim <= MAX_DIMS or any(raw["dims"][ndim:]):
@@ -165,6 +206,8 @@ def _entry(raw: dict, index: int) -> TensorEntry:
         name = name_bytes.decode("utf-8")
     except UnicodeDecodeError:
         raise FormatError(f"tensor table entry {index}: name is not UTF-8") from None
+    if name != spec.name:
+        raise FormatError(f"tensor {index} is '{_show(name_bytes)}' where '{spec.name}' is expected")
     if raw["kind"] not in {k.value for k in Kind}:
         raise FormatError(f"tensor {name}: unknown kind code {raw['kind']}")
     return TensorEntry(name, Kind(raw["kind"]), tuple(raw["dims"][:ndim]), raw["offset"], raw["nbytes"],
@@ -188,24 +231,24 @@ def _check_entry(e: TensorEntry, spec: TensorSpec, tkind: Kind) -> None:
         raise FormatError(f"tensor {e.name}: {e.nbytes} bytes where its shape needs {expected}")
     if e.row_bytes != (row_bytes(k, e.kind) if ternary else 0):
         raise FormatError(f"tensor {e.name}: wrong row_bytes {e.row_bytes}")
-    good_scale = (math.isfinite(e.scale) and e.scale > 0) if spec.group == TERNARY else e.scale == 0
-    if not good_scale:
-        raise FormatError(f"tensor {e.name}: invalid scale {e.scale}")
+    if spec.group == TERNARY:
+        if not MIN_SCALE <= e.scale <= MAX_SCALE:
+            raise FormatError(f"tensor {e.name}: scale {_g(e.scale)} outside [{_g(MIN_SCALE)}, {_g(MAX_SCALE)}]")
+    elif e.scale != 0:
+        raise FormatError(f"tensor {e.name}: scale {_g(e.scale)} where 0 is expected")
 
 
 def _table(data: bytes, h: dict, config: ModelConfig, tkind: Kind) -> list[TensorEntry]:
     n, end_of_data = h["num_tensors"], h["file_size"] - CRC_SIZE
     table_end = HEADER_SIZE + n * ENTRY_SIZE
-    if table_end > end_of_data or config.depth > n:  # also bounds the work of tensor_specs below
+    if table_end > end_of_data or config.depth > n:
         raise FormatError(f"tensor table of {n} entries does not fit the file or the model depth")
     specs = tensor_specs(config)
     if n != len(specs):
         raise FormatError(f"{n} tensors where the header's configuration implies {len(specs)}")
     entries, prev_end = [], table_end
     for i, spec in enumerate(specs):
-        e = _entry(unpack_entry(data, HEADER_SIZE + i * ENTRY_SIZE), i)
-        if e.name != spec.name:
-            raise FormatError(f"tensor {i} is {e.name!r} where {spec.name!r} is expected")
+        e = _entry(unpack_entry(data, HEADER_SIZE + i * ENTRY_SIZE), i, spec)
         _check_entry(e, spec, tkind)
         if e.offset % h["alignment"] or e.offset < prev_end or e.offset + e.nbytes > end_of_data:
             raise FormatError(f"tensor {e.name}: data offset {e.offset} (+{e.nbytes} bytes) is misaligned, "
@@ -215,7 +258,8 @@ def _table(data: bytes, h: dict, config: ModelConfig, tkind: Kind) -> list[Tenso
     return entries
 
 
-def _decode(data: bytes, e: TensorEntry) -> np.ndarray:
+def _decode(data: bytes, e: TensorEntry, spec: TensorSpec) -> np.ndarray:
+    """The data of one entry, checked: valid codes and padding, finite floats in range."""
     if e.kind in (Kind.TQ2, Kind.TQ1):
         rows, k = rows_and_k(e.shape)
         packed = np.frombuffer(data, np.uint8, e.nbytes, e.offset).reshape(rows, e.row_bytes)
@@ -225,8 +269,16 @@ def _decode(data: bytes, e: TensorEntry) -> np.ndarray:
             raise FormatError(f"tensor {e.name}: {exc}") from None
     values = np.frombuffer(data, _NUMPY_DTYPES[e.kind], e.nbytes // _ITEM_BYTES[e.kind], e.offset)
     values = values.astype(values.dtype.newbyteorder("=")).reshape(e.shape)
-    if e.kind != Kind.U8 and not np.isfinite(values).all():
+    if e.kind == Kind.U8:
+        return values
+    if not np.isfinite(values).all():
         raise FormatError(f"tensor {e.name}: holds NaN or infinite values")
+    flat = values.reshape(-1).astype(np.float64)
+    lo, hi = (MIN_SCALE, MAX_SCALE) if spec.group == ROW_SCALE else (-MAX_ABS_VALUE, MAX_ABS_VALUE)
+    bad = (flat < lo) | (flat > hi)
+    if bad.any():
+        what = "scale" if spec.group == ROW_SCALE else "value"
+        raise FormatError(f"tensor {e.name}: {what} {_g(flat[bad.argmax()])} outside [{_g(lo)}, {_g(hi)}]")
     return values
 
 

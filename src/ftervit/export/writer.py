@@ -1,7 +1,6 @@
 """Model -> .ftv bytes, and the atomic write of the file (layout in format.py)."""
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -22,13 +21,17 @@ from ftervit.export.format import (
     ENTRY_SIZE,
     HEADER_SIZE,
     MAGIC,
+    MAX_ABS_MEAN,
     MAX_CHANNELS,
+    MAX_STD,
+    MIN_STD,
     NAME_SIZE,
     ROW_SCALE,
     TERNARY,
     TERNARY_ROWS,
     VERSION,
     Flag,
+    FormatError,
     Kind,
     ModelConfig,
     TensorEntry,
@@ -42,6 +45,7 @@ from ftervit.export.format import (
     tensor_specs,
     ternary_kind,
 )
+from ftervit.export.reader import parse
 from ftervit.layers import BitConv2d, BitLinear, TernaryLayerNorm
 from ftervit.quantization import EPS, ternary_absmean, ternary_absmean_per_channel
 
@@ -140,8 +144,9 @@ def _channel_stats(values: Sequence[float] | None, default: Sequence[float] | No
         values *= in_chans
     if len(values) != in_chans:
         raise FtervitError(f"input {what} has {len(values)} values; the model has {in_chans} input channels")
-    if not all(math.isfinite(v) for v in values) or (what == "std" and min(values) <= 0):
-        need = "positive numbers" if what == "std" else "finite numbers"
+    lo, hi = (MIN_STD, MAX_STD) if what == "std" else (-MAX_ABS_MEAN, MAX_ABS_MEAN)
+    if not all(lo <= v <= hi for v in values):
+        need = f"positive numbers in [{lo:g}, {hi:g}]" if what == "std" else f"finite numbers in [{lo:g}, {hi:g}]"
         raise FtervitError(f"input {what} must be {need} (the engine computes (x - mean) / std), got {list(values)}")
     return values
 
@@ -274,21 +279,32 @@ def build(
     with torch.no_grad():
         config = model_config(model, mean, std, has_class_names=class_names is not None)
         payloads = _payloads(model, config, fmt, class_names)
-    entries, offset = [], align_up(HEADER_SIZE + ENTRY_SIZE * len(payloads))
+    return assemble(config, fmt, payloads, source_params(model))
+
+
+def assemble(config: ModelConfig, fmt: WeightFormat, payloads: Sequence[tuple[TensorEntry, bytes]],
+             n_source_params: int, alignment: int = ALIGNMENT) -> Packed:
+    """Lay out header, table and data of a file (the tensors of ``tensor_specs(config)`` in
+    order, as (entry without offset, data) pairs) and check it with the reader.
+
+    Raises:
+        UnsupportedModelError: the reader would refuse the file (its reason is given).
+    """
+    entries, offset = [], align_up(HEADER_SIZE + ENTRY_SIZE * len(payloads), alignment)
     for entry, data in payloads:
         if len(entry.name.encode("utf-8")) >= NAME_SIZE:
             raise UnsupportedModelError(f"tensor name {entry.name!r} is longer than {NAME_SIZE - 1} bytes")
         entries.append(TensorEntry(entry.name, entry.kind, entry.shape, offset, entry.nbytes,
                                    entry.scale, entry.row_bytes))
         end = offset + entry.nbytes
-        offset = align_up(end)
+        offset = align_up(end, alignment)
     file_size = end + CRC_SIZE
     buf = bytearray(file_size)
     c = config
     buf[:HEADER_SIZE] = pack_header({
         "magic": MAGIC, "version": VERSION, "header_size": HEADER_SIZE, "entry_size": ENTRY_SIZE,
-        "num_tensors": len(entries), "file_size": file_size, "source_params": source_params(model),
-        "format": int(fmt), "flags": int(c.flags), "alignment": ALIGNMENT,
+        "num_tensors": len(entries), "file_size": file_size, "source_params": n_source_params,
+        "format": int(fmt), "flags": int(c.flags), "alignment": alignment,
         "img_h": c.img_size[0], "img_w": c.img_size[1], "patch_h": c.patch_size[0], "patch_w": c.patch_size[1],
         "in_chans": c.in_chans, "embed_dim": c.embed_dim, "depth": c.depth, "num_heads": c.num_heads,
         "mlp_hidden": c.mlp_hidden, "num_classes": c.num_classes, "ln_eps": c.ln_eps,
@@ -300,7 +316,12 @@ def build(
         buf[HEADER_SIZE + i * ENTRY_SIZE:HEADER_SIZE + (i + 1) * ENTRY_SIZE] = entry.pack()
         buf[entry.offset:entry.offset + entry.nbytes] = data
     CRC_STRUCT.pack_into(buf, file_size - CRC_SIZE, crc32(memoryview(buf)[:file_size - CRC_SIZE]))
-    return Packed(config, fmt, entries, bytes(buf))
+    data = bytes(buf)
+    try:  # what the reader (and the C loader, which checks the same) would refuse is never written
+        parse(data)
+    except FormatError as exc:
+        raise UnsupportedModelError(f"the model cannot be stored in a .ftv file: {exc}") from None
+    return Packed(config, fmt, entries, data)
 
 
 def _weight_format(name: str) -> WeightFormat:
