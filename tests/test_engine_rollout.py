@@ -69,7 +69,7 @@ def test_rollout_identical_on_every_kernel_set_and_thread_count(tmp_path, monkey
     want_logits = Engine(path).forward(x)
     _, want_maps = Engine(path).forward_rollout(x)
     seen = set()
-    for kernels in ("scalar", "avx2", None):
+    for kernels in ("scalar", "lut", "avx2", None):
         if kernels:
             monkeypatch.setenv("FTV_KERNELS", kernels)
         else:

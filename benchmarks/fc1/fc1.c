@@ -7,8 +7,8 @@
  *   0  FP32: y = x W^T, float weights and activations, the naive triple loop
  *   1  activation quantization (RMSNorm + int8 per token, ftv_rmsnorm_quant), needed by both
  *      ternary variants since the layer's input is float
- *   2  tq2 GEMM, the engine's scalar kernel (ftv_tgemm: decode a row, int8 MACs)
- *   3  tq2 GEMM, table lookup (engine/ports/common/ftv_kernels_lut.c)
+ *   2  tq2 GEMM, the engine's scalar kernel (ftv_tgemm_strided: decode a row, int8 MACs)
+ *   3  tq2 GEMM, table lookup (the "lut" kernel set, engine/src/ftv_kernels_lut.c)
  *   4  tq1 GEMM, the engine's scalar kernel
  *   5  tq1 GEMM, table lookup
  * The data are generated in RAM by a fixed PRNG (instruction counts do not depend on where
@@ -19,7 +19,6 @@
 #include <string.h>
 
 #include "ftv_kernels.h"
-#include "ftv_kernels_lut.h"
 #include "port.h"
 
 #define TOKENS 197
@@ -34,7 +33,7 @@ static uint8_t tq2[N * TQ2_ROW], tq1[N * TQ1_ROW];
 static int8_t xq[TOKENS * K];
 static float xs[TOKENS], ones[K];
 static float y32[TOKENS * N], yt[TOKENS * N], yt_ref[TOKENS * N];
-static uint32_t scratch[((K + 3) / 4) * 256]; /* ftv_lut_scratch(K); the scalar GEMM needs K bytes */
+static uint32_t scratch[((K + 3) / 4) * 256]; /* the lookup GEMM's gemm_scratch(K); the scalar one needs K bytes */
 
 static uint32_t rng = 0x2545F491u;
 static uint32_t next(void) { /* xorshift32 */
@@ -99,21 +98,21 @@ int main(void) {
     fp32_gemm();
     port_mark(1);
     port_mark(2);
-    for (int t = 0; t < TOKENS; t++) xs[t] = ftv_rmsnorm_quant(x + t * K, &g, 1e-6f, 1e-5f, K, xq + t * K);
+    for (int t = 0; t < TOKENS; t++) xs[t] = ftv_rmsnorm_quant(x + t * K, &g, 1e-6f, 1e-5f, K, xq + t * K, NULL);
     port_mark(3);
     port_mark(4);
-    ftv_tgemm(&w2, 0, N, xq, xs, TOKENS, yt_ref, N, (int8_t *)scratch, 0, NULL);
+    ftv_tgemm_strided(&w2, 0, N, xq, xs, NULL, TOKENS, yt_ref, N, 1, scratch, 0, NULL);
     port_mark(5);
     port_mark(6);
-    ftv_tgemm_lut(&w2, 0, N, xq, xs, TOKENS, yt, N, 1, scratch, 0, NULL);
+    ftv_kernels_lut.tgemm(&w2, 0, N, xq, xs, NULL, TOKENS, yt, N, 1, scratch, 0, NULL);
     port_mark(7);
     bad += check("tq2 lookup");
     port_mark(8);
-    ftv_tgemm(&w1, 0, N, xq, xs, TOKENS, yt, N, (int8_t *)scratch, 0, NULL);
+    ftv_tgemm_strided(&w1, 0, N, xq, xs, NULL, TOKENS, yt, N, 1, scratch, 0, NULL);
     port_mark(9);
     bad += check("tq1 scalar");
     port_mark(10);
-    ftv_tgemm_lut(&w1, 0, N, xq, xs, TOKENS, yt, N, 1, scratch, 0, NULL);
+    ftv_kernels_lut.tgemm(&w1, 0, N, xq, xs, NULL, TOKENS, yt, N, 1, scratch, 0, NULL);
     port_mark(11);
     bad += check("tq1 lookup");
 

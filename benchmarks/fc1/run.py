@@ -6,7 +6,7 @@ counts executed instructions exactly, and reports the instructions of each varia
   fp32          the naive triple loop on float weights and activations
   quant         RMSNorm + int8 quantization of the activations (part of every ternary layer)
   tq2 / tq1     the engine's scalar ternary GEMM (ftv_tgemm) on each packing
-  tq2-lut / tq1-lut   the table-lookup GEMM of engine/ports/common/ftv_kernels_lut.c
+  tq2-lut / tq1-lut   the table-lookup GEMM of engine/src/ftv_kernels_lut.c
 The ratio is fp32 / (quant + ternary GEMM): how many times fewer instructions the ternary
 layer executes. Instruction counts are not cycles (no cache, flash or FPU latency is
 modelled); see docs/mcu.md. Needs the toolchains: make -C engine/ports deps.

@@ -75,6 +75,18 @@ int ftv_model_threads(const ftv_model *m);
  * latter). Every set gives bit-identical logits. */
 const char *ftv_model_kernels(const ftv_model *m);
 
+/* The float arithmetic of attention, softmax and GELU:
+ *   FTV_NUMERICS_EXACT (the default): every kernel set computes the same bits, multiplies and
+ *     adds rounded apart as in the scalar reference (and on microcontrollers);
+ *   FTV_NUMERICS_FAST: fused multiply-adds, and on CPUs with AVX512_BF16 the products of the
+ *     attention probabilities and values in bf16 (fp32 sums). Faster; its logits differ from the
+ *     exact mode's by float rounding (measured on trained models in docs/engine.md). Only the
+ *     x86 sets have it: FTV_ERR_ARG for the scalar ones.
+ * Norms, quantizers and the ternary GEMMs are exact in both. */
+typedef enum { FTV_NUMERICS_EXACT = 0, FTV_NUMERICS_FAST = 1 } ftv_numerics;
+ftv_status ftv_model_set_numerics(ftv_model *m, ftv_numerics mode);
+ftv_numerics ftv_model_numerics(const ftv_model *m);
+
 /* Bytes of the kernels' own copy of the weights, beyond the file image: 0 for "scalar";
  * for "avx2" and "avx512", every ternary matrix in a 2-bit layout (the size of tq2) and the LayerNorm
  * parameters as floats. */
@@ -107,6 +119,13 @@ ftv_status ftv_model_forward_rollout(ftv_model *m, const float *image, float *lo
 size_t ftv_model_rollout_bytes(const ftv_model *m);
 
 const char *ftv_status_string(ftv_status s);
+
+/* Time of the forward passes since the last call, by phase, summed over the threads, in
+ * seconds: fills seconds[0 .. n) and returns the number of phases in a build compiled with
+ * -DFTV_PROFILE, returns 0 (and fills nothing) in any other build. ftv_profile_phase_name(i)
+ * names phase i ("embed", "norm_quant", "gemm", "attention", "gelu", "wait", "other"). */
+int ftv_model_profile(ftv_model *m, double *seconds, int n);
+const char *ftv_profile_phase_name(int phase);
 
 #ifdef __cplusplus
 }

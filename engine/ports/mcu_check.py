@@ -47,7 +47,7 @@ LABELS = {"odd": "ftervit_digits, dim 36, MLP 99"}
 
 def model_label(model: str) -> str:
     return LABELS.get(model, MODELS[model])
-ENGINE_OBJECTS = re.compile(r"^ftv_(model|forward|kernels|kernels_lut|threads)\.o$")
+ENGINE_OBJECTS = re.compile(r"^ftv_(model|forward|kernels\w*|threads)\.o$")
 RTOL, ATOL = 1e-5, 1e-6  # "equal within float tolerance", relative to the largest logit
 
 

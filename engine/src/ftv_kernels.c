@@ -1,4 +1,5 @@
-/* Scalar reference kernels. See ftv_kernels.h. */
+/* What every kernel set shares: reading the file's vectors and ternary codes, and the choice of
+ * a set for a model (the one place that knows them all). See ftv_kernels.h. */
 #include "ftv_kernels.h"
 
 #include <math.h>
@@ -7,17 +8,6 @@
 
 #include "ftv_math.h"
 
-float ftv_fvec_get(const ftv_fvec *v, int i) {
-    /* memcpy: file data may sit at any address (a Python bytes object, flash). */
-    if (v->is_f16) {
-        uint16_t h;
-        memcpy(&h, v->data + 2 * (size_t)i, 2);
-        return ftv_f16_to_f32(h);
-    }
-    float f;
-    memcpy(&f, v->data + 4 * (size_t)i, 4);
-    return f;
-}
 
 void ftv_tmat_decode_row(const ftv_tmat *m, int r, int8_t *out) {
     const uint8_t *p = m->data + (size_t)r * (size_t)m->row_bytes;
@@ -31,241 +21,68 @@ void ftv_tmat_decode_row(const ftv_tmat *m, int r, int8_t *out) {
     }
 }
 
-float ftv_tvec_get(const ftv_tmat *m, int i) {
-    return (float)ftv_ternary_get(m->data, (uint32_t)i, m->kind) / m->scale;
-}
 
-float ftv_rmsnorm_quant(const float *x, const ftv_fvec *g, float rms_eps, float quant_eps,
-                        int k, int8_t *q) {
-    float part[FTV_LANES] = {0};
-    for (int j = 0; j < k; j++) part[j % FTV_LANES] += x[j] * x[j];
-    float r = ftv_norm_factor(ftv_lanes_sum(part), k, rms_eps);
-    float amax = 0.0f;
-    for (int j = 0; j < k; j++) {
-        float h = x[j] * r * ftv_fvec_get(g, j);
-        float a = fabsf(h);
-        if (a > amax) amax = a;
-    }
-    float s = ftv_quant_scale(amax, quant_eps, r);
-    for (int j = 0; j < k; j++) {
-        /* Recomputed rather than stored: same value, no (k,) float scratch needed. */
-        float v = rintf(x[j] * r * ftv_fvec_get(g, j) * s);
-        q[j] = ftv_to_int8(v);
-    }
-    return s;
-}
-
-/* dot_tg: s[i] = sum_j a[i][j] * w[j] for TG tokens, in int32: exact (|s| <= 128 * k,
- * k < 2^24), so any order of the products gives the same sums. TG tokens per pass over a
- * decoded row: every weight load serves TG of them; TG is as large as the sums, pointers and
- * weights still fit in the core's registers. */
-#if defined(__ARM_FEATURE_MVE) && (__ARM_FEATURE_MVE & 1)
-#include <arm_mve.h>
-#define TG 4
-/* Helium (Cortex-M55): 16 MACs an instruction; a predicated tail reads nothing past k. */
-static void dot_tg(const int8_t *w, const int8_t *const a[TG], int k, int32_t s[TG]) {
-    const int8_t *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3];
-    int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    int j = 0;
-    for (; j + 16 <= k; j += 16) {
-        const int8x16_t v = vldrbq_s8(w + j);
-        s0 = vmladavaq_s8(s0, vldrbq_s8(a0 + j), v);
-        s1 = vmladavaq_s8(s1, vldrbq_s8(a1 + j), v);
-        s2 = vmladavaq_s8(s2, vldrbq_s8(a2 + j), v);
-        s3 = vmladavaq_s8(s3, vldrbq_s8(a3 + j), v);
-    }
-    if (j < k) {
-        const mve_pred16_t p = vctp8q((uint32_t)(k - j));
-        const int8x16_t v = vldrbq_z_s8(w + j, p);
-        s0 = vmladavaq_s8(s0, vldrbq_z_s8(a0 + j, p), v);
-        s1 = vmladavaq_s8(s1, vldrbq_z_s8(a1 + j, p), v);
-        s2 = vmladavaq_s8(s2, vldrbq_z_s8(a2 + j, p), v);
-        s3 = vmladavaq_s8(s3, vldrbq_z_s8(a3 + j, p), v);
-    }
-    s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3;
-}
-#elif defined(__ARM_FEATURE_DSP) && defined(__GNUC__)
-#include <arm_acle.h>
-#define TG 3 /* 4 tokens need one register more than Thumb has: gcc spills on every step */
-/* SXTB16 of bytes 1 and 3 in one instruction: gcc 12 has no intrinsic for the rotated form
- * and does not fuse a separate rotate into it. */
-static inline int16x2_t sxtb16_ror8(uint32_t x) {
-    int16x2_t r;
-    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
-    return r;
-}
-/* DSP extension (Cortex-M4): 4 int8 a load, sign-extended to 16-bit pairs (bytes 0, 2 and
- * 1, 3), 2 MACs an SMLAD. */
-static void dot_tg(const int8_t *w, const int8_t *const a[TG], int k, int32_t s[TG]) {
-    const int8_t *a0 = a[0], *a1 = a[1], *a2 = a[2];
-    int32_t s0 = 0, s1 = 0, s2 = 0;
-    int j = 0;
-    for (; j + 4 <= k; j += 4) {
-        uint32_t x, v; /* memcpy: activation rows start at any byte */
-        memcpy(&v, w + j, 4);
-        const int16x2_t ve = __sxtb16(v), vo = sxtb16_ror8(v);
-        memcpy(&x, a0 + j, 4);
-        s0 = __smlad(__sxtb16(x), ve, s0), s0 = __smlad(sxtb16_ror8(x), vo, s0);
-        memcpy(&x, a1 + j, 4);
-        s1 = __smlad(__sxtb16(x), ve, s1), s1 = __smlad(sxtb16_ror8(x), vo, s1);
-        memcpy(&x, a2 + j, 4);
-        s2 = __smlad(__sxtb16(x), ve, s2), s2 = __smlad(sxtb16_ror8(x), vo, s2);
-    }
-    for (; j < k; j++) {
-        const int32_t v = w[j];
-        s0 += a0[j] * v, s1 += a1[j] * v, s2 += a2[j] * v;
-    }
-    s[0] = s0, s[1] = s1, s[2] = s2;
-}
-#else
-#define TG 4
-static void dot_tg(const int8_t *w, const int8_t *const a[TG], int k, int32_t s[TG]) {
-    const int8_t *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3];
-    int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    for (int j = 0; j < k; j++) {
-        const int32_t v = w[j];
-        s0 += a0[j] * v, s1 += a1[j] * v, s2 += a2[j] * v, s3 += a3[j] * v;
-    }
-    s[0] = s0, s[1] = s1, s[2] = s2, s[3] = s3;
-}
-#endif
-
-void ftv_tgemm_strided(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const float *xs,
-                       int tokens, float *y, int ldt, int ldo, void *scratch, int accumulate,
-                       const ftv_fvec *gamma) {
-    const int k = w->k;
-    int8_t *row = (int8_t *)scratch;
-    for (int o = o0; o < o1; o++) {
-        ftv_tmat_decode_row(w, o, row); /* decoded once, reused by every token */
-        float g = (accumulate && gamma && gamma->n) ? ftv_fvec_get(gamma, o) : 1.0f;
-        for (int t0 = 0; t0 < tokens; t0 += TG) {
-            const int nt = tokens - t0 < TG ? tokens - t0 : TG;
-            /* A short last group repeats its last token rather than needing a kernel per size. */
-            const int8_t *a[TG];
-            int32_t acc[TG];
-            for (int i = 0; i < TG; i++) a[i] = xq + (size_t)(t0 + (i < nt ? i : nt - 1)) * k;
-            dot_tg(row, a, k, acc);
-            for (int i = 0; i < nt; i++) {
-                const int t = t0 + i;
-                float v = (float)acc[i] / (xs[t] * w->scale);
-                float *dst = y + (size_t)t * ldt + (size_t)(o - o0) * ldo;
-                if (accumulate) *dst += g * v;
-                else *dst = v;
-            }
-        }
-    }
-}
-
-void ftv_tgemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const float *xs, int tokens,
-               float *y, int ldy, int8_t *row, int accumulate, const ftv_fvec *gamma) {
-    ftv_tgemm_strided(w, o0, o1, xq, xs, tokens, y, ldy, 1, row, accumulate, gamma);
-}
-
-void ftv_patch_gemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const float *xs, int chans,
-                    int tokens, const ftv_fvec *cs, const ftv_fvec *bias, float *y, int ldy,
-                    void *scratch) {
-    const int k = w->k, pp = k / chans;
-    int8_t *row = (int8_t *)scratch;
-    for (int o = o0; o < o1; o++) {
-        ftv_tmat_decode_row(w, o, row);
-        float mult = ftv_fvec_get(cs, o), rs = ftv_fvec_get(&w->row_scale, o);
-        float b = bias->n ? ftv_fvec_get(bias, o) : 0.0f;
-        for (int t = 0; t < tokens; t++) {
-            const int8_t *a = xq + (size_t)t * k;
-            float sum = 0.0f;
-            for (int ch = 0; ch < chans; ch++) { /* each input channel has its own scale */
-                int32_t acc = 0;
-                for (int j = ch * pp; j < (ch + 1) * pp; j++) acc += (int32_t)a[j] * row[j];
-                sum += (float)acc / xs[ch];
-            }
-            y[(size_t)t * ldy + (o - o0)] = sum / rs * mult + b;
-        }
-    }
-}
-
-void ftv_layernorm(const float *x, const ftv_tmat *gamma, const ftv_tmat *beta, float eps, int n,
-                   float *out) {
-    float part[FTV_LANES] = {0};
-    for (int j = 0; j < n; j++) part[j % FTV_LANES] += x[j];
-    float mean = ftv_lanes_sum(part) / (float)n;
-    memset(part, 0, sizeof part);
-    for (int j = 0; j < n; j++) {
-        float d = x[j] - mean;
-        part[j % FTV_LANES] += d * d;
-    }
-    float r = ftv_norm_factor(ftv_lanes_sum(part), n, eps);
-    for (int j = 0; j < n; j++) {
-        float gv = gamma ? ftv_tvec_get(gamma, j) : 1.0f;
-        float bv = beta ? ftv_tvec_get(beta, j) : 0.0f;
-        out[j] = (x[j] - mean) * r * gv + bv;
-    }
-}
-
-void ftv_softmax(float *x, int n) {
-    float mx = x[0];
-    for (int j = 1; j < n; j++) if (x[j] > mx) mx = x[j];
-    float part[FTV_LANES] = {0};
-    for (int j = 0; j < n; j++) {
-        x[j] = ftv_expf(x[j] - mx);
-        part[j % FTV_LANES] += x[j];
-    }
-    float inv = 1.0f / ftv_lanes_sum(part);
-    for (int j = 0; j < n; j++) x[j] *= inv;
-}
-
-void ftv_gelu(float *x, int n) {
-    for (int j = 0; j < n; j++) x[j] = 0.5f * x[j] * (1.0f + ftv_erff(x[j] * 0.70710678118654752f));
-}
-
-void ftv_attend(const float *q, int ldq, const float *kt, int ldk, const float *v, int ldv, int tokens,
-                int hd, float scale, float *out, int ldo, int nq, float *scratch) {
-    float *att = scratch, *qh = scratch + ldk;
-    for (int i = 0; i < nq; i++) {
-        memcpy(qh, q + (size_t)i * ldq, (size_t)hd * sizeof(float)); /* out may overwrite q */
-        /* d outer, keys inner: each score still sums q[d] * k[d] in the order d = 0, 1, ... */
-        for (int j = 0; j < tokens; j++) att[j] = 0.0f;
-        for (int d = 0; d < hd; d++) {
-            const float qd = qh[d], *kd = kt + (size_t)d * ldk;
-            for (int j = 0; j < tokens; j++) att[j] += qd * kd[j];
-        }
-        for (int j = 0; j < tokens; j++) att[j] *= scale;
-        ftv_softmax(att, tokens);
-        float *o = out + (size_t)i * ldo;
-        for (int d = 0; d < hd; d++) o[d] = 0.0f;
-        for (int j = 0; j < tokens; j++) {
-            const float p = att[j], *vj = v + (size_t)j * ldv;
-            for (int d = 0; d < hd; d++) o[d] += p * vj[d];
-        }
-    }
-}
-
-static size_t scalar_gemm_scratch(int k, int tokens) {
-    (void)tokens;
-    return (size_t)k; /* one decoded row */
-}
-
-static size_t scalar_repack(const ftv_tmat *w, int values, void *dst) {
-    (void)w, (void)values, (void)dst;
-    return 0; /* reads the file's codes in place (flash on a microcontroller) */
-}
-
-const ftv_kernels ftv_kernels_scalar = {
-    "scalar",           scalar_gemm_scratch, scalar_repack, ftv_tgemm_strided, ftv_patch_gemm,
-    ftv_rmsnorm_quant,  ftv_layernorm,       ftv_gelu,      ftv_attend,
-};
-
-/* The best set the CPU runs, capped by the environment (read at load; tests and benchmarks
- * use it to run every set on one machine): FTV_KERNELS=avx2 or FTV_KERNELS=scalar, and
- * FTV_FORCE_SCALAR=1 as FTV_KERNELS=scalar. */
-const ftv_kernels *ftv_kernels_select(void) {
+/* Every set, best first. `runs`: whether this CPU runs it (x86 sets need their instruction
+ * sets, asked here, in code compiled without them). "lut" is never picked unless named: it
+ * wins only on cores without a SIMD multiply-add (docs/mcu.md). */
+static int always(void) { return 1; }
 #if defined(__x86_64__) || defined(__i386__)
-    const char *cap = getenv("FTV_KERNELS");
-    const char *force = getenv("FTV_FORCE_SCALAR");
-    if ((force && force[0] && strcmp(force, "0") != 0) || (cap && strcmp(cap, "scalar") == 0))
-        return &ftv_kernels_scalar;
-    const ftv_kernels *simd = cap && strcmp(cap, "avx2") == 0 ? NULL : ftv_kernels_avx512();
-    if (!simd) simd = ftv_kernels_avx2();
-    if (simd) return simd;
+static int cpu_avx2(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c") && __builtin_cpu_supports("fma");
+}
+static int cpu_avx512(void) {
+    return cpu_avx2() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512vnni");
+}
 #endif
+
+static const struct {
+    const ftv_kernels *set;
+    int (*runs)(void);
+    int automatic; /* picked without being named */
+} sets[] = {
+#if defined(__x86_64__) || defined(__i386__)
+    {&ftv_kernels_avx512_set, cpu_avx512, 1},
+    {&ftv_kernels_avx2_set, cpu_avx2, 1},
+#endif
+    {&ftv_kernels_scalar, always, 1},
+    {&ftv_kernels_lut, always, 0},
+};
+#define NSETS (sizeof sets / sizeof sets[0])
+
+const ftv_kernels *ftv_kernels_by_name(const char *name) {
+    for (size_t i = 0; i < NSETS; i++)
+        if (strcmp(sets[i].set->name, name) == 0) return sets[i].runs() ? sets[i].set : NULL;
+    return NULL;
+}
+
+const ftv_kernels *ftv_kernels_fast(const ftv_kernels *exact) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (exact == &ftv_kernels_avx512_set)
+        return __builtin_cpu_supports("avx512bf16") ? &ftv_kernels_avx512_bf16 : &ftv_kernels_avx512_fast;
+    if (exact == &ftv_kernels_avx2_set) return &ftv_kernels_avx2_fast;
+#endif
+    (void)exact;
+    return NULL;
+}
+
+#ifndef FTV_KERNELS_DEFAULT
+#define FTV_KERNELS_DEFAULT NULL
+#endif
+
+/* The best set the CPU runs at or below the cap: FTV_FORCE_SCALAR=1 (as FTV_KERNELS=scalar),
+ * else FTV_KERNELS (read at load; tests and benchmarks use them to run every set on one
+ * machine), else the build's FTV_KERNELS_DEFAULT. An unknown name caps nothing. */
+const ftv_kernels *ftv_kernels_select(void) {
+    const char *force = getenv("FTV_FORCE_SCALAR");
+    const char *cap = force && force[0] && strcmp(force, "0") != 0 ? "scalar" : getenv("FTV_KERNELS");
+    if (!cap) cap = FTV_KERNELS_DEFAULT;
+    size_t first = 0;
+    for (size_t i = 0; cap && i < NSETS; i++)
+        if (strcmp(sets[i].set->name, cap) == 0) first = i;
+    for (size_t i = first; i < NSETS; i++)
+        if ((sets[i].automatic || i == first) && sets[i].runs()) return sets[i].set;
     return &ftv_kernels_scalar;
 }

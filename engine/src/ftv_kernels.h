@@ -1,14 +1,24 @@
-/* Kernels of the engine: the portable scalar reference (ftv_kernels.c, C11, no allocation)
- * and, on x86, AVX2 versions (ftv_kernels_avx2.c) chosen at load when the CPU has AVX2.
+/* The kernels of the engine, in sets that compute the same bits: every set gives bit-identical
+ * logits (engine/tests/test_kernels.c compares them kernel by kernel, tests/test_engine.py on
+ * whole models).
+ *
+ *   ftv_kernels_scalar.c  the portable reference: C11, no allocation; all most microcontrollers run
+ *   ftv_kernels_lut.c     the scalar set with a table-lookup GEMM (cores without SIMD multiply-add)
+ *   ftv_kernels_avx2.c    x86 with AVX2 (ternary GEMM on vpmaddubsw)
+ *   ftv_kernels_avx512.c  x86 with AVX-512 VNNI (ternary GEMM on vpdpbusd)
+ *   ftv_kernels_x86.h     what the two x86 sets share, written once for 8 and 16 lanes
+ *   ftv_kernels.c         shared helpers, and ftv_kernels_select: the one place that knows every set
+ *
  * Every float op mirrors PyTorch's order where the SPEC fixes it (rintf for torch.round,
  * x * rsqrt(mean(x^2) + eps) * g for RMSNorm), so the engine agrees with the model. Where the
- * order is free (the sums of a reduction), the scalar code uses the order the SIMD code can
- * reproduce: both paths give bit-identical results, tested in engine/tests/test_kernels.c. */
+ * order is free (the sums of a reduction), the scalar code uses an order SIMD code can
+ * reproduce (ftv_math.h, FTV_LANES). */
 #ifndef FTV_KERNELS_H
 #define FTV_KERNELS_H
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "ftv_format.h"
 
@@ -30,33 +40,55 @@ typedef struct {
     const void *repack;   /* the SIMD kernels' copy (ftv_kernels.repack), NULL when none */
 } ftv_tmat;
 
-/* Queries one attention call handles at a time, and its scratch (floats) per thread. */
+/* Queries one attention call handles at a time, and the scratch (floats) of ftv_attend. */
 #define FTV_ATTEND_QUERIES 4
 #define FTV_ATTEND_SCRATCH(ldk, hd) ((size_t)FTV_ATTEND_QUERIES * (size_t)((ldk) + (hd)))
+size_t ftv_attend_scratch(int ldk, int hd, int tokens);
 
-float ftv_fvec_get(const ftv_fvec *v, int i);
+/* Value i of a file vector. Inline: the scalar kernels read weights with it element by element
+ * (a call each costs a microcontroller ~10 instructions). memcpy: file data may sit at any
+ * address (a Python bytes object, flash). */
+static inline float ftv_fvec_get(const ftv_fvec *v, int i) {
+    if (v->is_f16) {
+        uint16_t h;
+        memcpy(&h, v->data + 2 * (size_t)i, 2);
+        return ftv_f16_to_f32(h);
+    }
+    float f;
+    memcpy(&f, v->data + 4 * (size_t)i, 4);
+    return f;
+}
 
 /* Decode row r of a ternary matrix into k int8 values in {-1, 0, 1}. */
 void ftv_tmat_decode_row(const ftv_tmat *m, int r, int8_t *out);
 /* Value of code i of the (1-row) ternary vector m: q / scale. */
-float ftv_tvec_get(const ftv_tmat *m, int i);
+static inline float ftv_tvec_get(const ftv_tmat *m, int i) {
+    return (float)ftv_ternary_get(m->data, (uint32_t)i, m->kind) / m->scale;
+}
 
 /* RMSNorm with weight g, then int8 per-token quantization of one row of k floats.
- * Writes q (k int8) and returns the scale s (value = q / s). */
+ * Writes q (k int8) and *sum (the sum of the k codes, which the SIMD GEMMs need; sum may be
+ * NULL for the scalar sets), and returns the scale s (value = q / s). */
 float ftv_rmsnorm_quant(const float *x, const ftv_fvec *g, float rms_eps, float quant_eps,
-                        int k, int8_t *q);
+                        int k, int8_t *q, int32_t *sum);
 
-/* Ternary x int8 GEMM: y[t*ldy + o] = (sum_k xq[t*k + j] * w[o][j]) / (xs[t] * w.scale)
- * for t < tokens and o in [o0, o1). `row` is a k-byte scratch for one decoded weight row.
- * With `accumulate`, y += gamma[o] * value (residual add with optional LayerScale). */
-void ftv_tgemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const float *xs, int tokens,
-               float *y, int ldy, int8_t *row, int accumulate, const ftv_fvec *gamma);
+/* The int8 input of a BitLinear, row by row: for r < rows, the row x + r * ldx (n floats),
+ * LayerNorm'd first when ln_g is not NULL (ln_g, ln_b: its ternary gamma and beta; the output
+ * in scratch, FTV_NORM_ROWS rows of n floats), then ftv_rmsnorm_quant with g into q + r * n,
+ * s[r] and sum[r] (sum may be NULL in the scalar sets). */
+#define FTV_NORM_ROWS 4 /* the most rows a set's norm_quant normalizes at once (scratch rows) */
+void ftv_norm_quant(const float *x, size_t ldx, int rows, const ftv_tmat *ln_g, const ftv_tmat *ln_b, float ln_eps,
+                    const ftv_fvec *g, float rms_eps, float quant_eps, int n, int8_t *q, float *s, int32_t *sum,
+                    float *scratch);
 
-/* ftv_tgemm writing y[t*ldt + (o - o0)*ldo]: ldo = 1 gives token rows, ldt = 1 the
- * transpose (keys for attention). Scratch: ftv_kernels.gemm_scratch bytes. */
+/* Ternary x int8 GEMM, for t < tokens and o in [o0, o1):
+ *   y[t*ldt + (o - o0)*ldo] = (sum_j xq[t*k + j] * w[o][j]) / (xs[t] * w.scale),
+ * ldo = 1 giving token rows, ldt = 1 the transpose (keys for attention). xsum[t] is the sum
+ * of token t's codes (ftv_rmsnorm_quant; unused, may be NULL, in the scalar sets). With `accumulate`, y += gamma[o] * value (residual
+ * add with optional LayerScale; gamma n = 0: none). Scratch: ftv_kernels.gemm_scratch bytes. */
 void ftv_tgemm_strided(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const float *xs,
-                       int tokens, float *y, int ldt, int ldo, void *scratch, int accumulate,
-                       const ftv_fvec *gamma);
+                       const int32_t *xsum, int tokens, float *y, int ldt, int ldo, void *scratch,
+                       int accumulate, const ftv_fvec *gamma);
 
 /* BitConv2d as a GEMM on int8 patches (tokens, k = chans * pp), each input channel with its
  * own scale xs[c] and its own integer sum: for o in [o0, o1),
@@ -68,6 +100,15 @@ void ftv_patch_gemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const f
 /* LayerNorm of one row with ternary gamma/beta (FP32 statistics). */
 void ftv_layernorm(const float *x, const ftv_tmat *gamma, const ftv_tmat *beta, float eps, int n,
                    float *out);
+
+/* The image's per-channel quantizer and the position embedding: ftv_absmax = max |x[j]|, j < n;
+ * ftv_quantize_patches: the patches [p0, p1) of an image (chans, h, w) of patches (ph, pw), each
+ * gathered in (chans, ph, pw) order and quantized, q = rint(x * scales[channel]) clamped to int8,
+ * into q + patch * chans * ph * pw; ftv_add_fvec: x[j] += v[i0 + j], j < n. */
+float ftv_absmax(const float *x, int n);
+void ftv_quantize_patches(const float *img, int chans, int h, int w, int ph, int pw, const float *scales, int p0,
+                          int p1, int8_t *q);
+void ftv_add_fvec(float *x, const ftv_fvec *v, int i0, int n);
 
 /* In-place softmax of n floats. */
 void ftv_softmax(float *x, int n);
@@ -83,38 +124,81 @@ void ftv_attend(const float *q, int ldq, const float *kt, int ldk, const float *
                 int hd, float scale, float *out, int ldo, int nq, float *scratch);
 
 /* One implementation of every kernel the forward pass calls. */
-typedef struct {
-    const char *name; /* "scalar", "avx2" */
+typedef struct ftv_kernels ftv_kernels;
+struct ftv_kernels {
+    const char *name; /* "scalar", "lut", "avx2", "avx512" */
+    /* 1: the fast numerics mode (fused multiply-add; bf16 products of attention's probabilities
+     * and values where the CPU has AVX512_BF16; docs/engine.md), 0: exact (every set computes the
+     * same bits) */
+    int fast;
+    const ftv_kernels *exact; /* the exact set this one is (itself) or is the fast variant of */
+    /* 1: the forward pass may trade memory for speed (whole-sequence MLP buffers instead of
+     * small tiles, ftv_forward.c); 0: the small arena of a microcontroller */
+    int wide;
     /* Per-thread scratch bytes of tgemm / patch_gemm for rows of k codes and `tokens` tokens. */
     size_t (*gemm_scratch)(int k, int tokens);
     /* Bytes of the kernels' own copy of a ternary tensor (0: they read the file's codes);
      * writes it to dst when dst is not NULL. `values`: a LayerNorm vector, else a matrix. */
     size_t (*repack)(const ftv_tmat *w, int values, void *dst);
-    void (*tgemm)(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const float *xs, int tokens,
-                  float *y, int ldt, int ldo, void *scratch, int accumulate, const ftv_fvec *gamma);
+    void (*tgemm)(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const float *xs, const int32_t *xsum,
+                  int tokens, float *y, int ldt, int ldo, void *scratch, int accumulate, const ftv_fvec *gamma);
     void (*patch_gemm)(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const float *xs,
                        int chans, int tokens, const ftv_fvec *cs, const ftv_fvec *bias, float *y,
                        int ldy, void *scratch);
-    float (*rmsnorm_quant)(const float *x, const ftv_fvec *g, float rms_eps, float quant_eps, int k,
-                           int8_t *q);
+    void (*norm_quant)(const float *x, size_t ldx, int rows, const ftv_tmat *ln_g, const ftv_tmat *ln_b,
+                       float ln_eps, const ftv_fvec *g, float rms_eps, float quant_eps, int n, int8_t *q, float *s,
+                       int32_t *sum, float *scratch);
     void (*layernorm)(const float *x, const ftv_tmat *gamma, const ftv_tmat *beta, float eps, int n,
                       float *out);
     void (*gelu)(float *x, int n);
+    float (*absmax)(const float *x, int n);
+    void (*quantize_patches)(const float *img, int chans, int h, int w, int ph, int pw, const float *scales, int p0,
+                             int p1, int8_t *q);
+    void (*add_fvec)(float *x, const ftv_fvec *v, int i0, int n);
     void (*attend)(const float *q, int ldq, const float *kt, int ldk, const float *v, int ldv,
                    int tokens, int hd, float scale, float *out, int ldo, int nq, float *scratch);
-} ftv_kernels;
+    /* Floats of attend's scratch for keys of stride ldk, heads of hd, `tokens` tokens. */
+    size_t (*attend_scratch)(int ldk, int hd, int tokens);
+};
 
+/* The scalar sets' repack: none (they read the file's codes in place, flash on a microcontroller). */
+size_t ftv_repack_none(const ftv_tmat *w, int values, void *dst);
+
+/* The scalar kernels with a GEMM of one's own: the "scalar" and "lut" sets. */
+#define FTV_SCALAR_KERNELS(NAME, SELF, GEMM_SCRATCH, TGEMM)                                                      \
+    {                                                                                                            \
+        .name = NAME, .fast = 0, .exact = SELF, .wide = 0, .gemm_scratch = GEMM_SCRATCH, .repack = ftv_repack_none, \
+        .tgemm = TGEMM, .patch_gemm = ftv_patch_gemm, .norm_quant = ftv_norm_quant, .layernorm = ftv_layernorm,  \
+        .gelu = ftv_gelu, .absmax = ftv_absmax, .quantize_patches = ftv_quantize_patches, .add_fvec = ftv_add_fvec,              \
+        .attend = ftv_attend, .attend_scratch = ftv_attend_scratch                                               \
+    }
+
+/* The sets (each file defines its own; the x86 ones are empty elsewhere). */
 extern const ftv_kernels ftv_kernels_scalar;
-
+extern const ftv_kernels ftv_kernels_lut;
 #if defined(__x86_64__) || defined(__i386__)
-/* The AVX2 kernels (ftv_kernels_avx2.c) when the CPU runs them, else NULL. */
-const ftv_kernels *ftv_kernels_avx2(void);
-/* The same with AVX-512 (VNNI) where it pays, when the CPU runs them, else NULL. */
-const ftv_kernels *ftv_kernels_avx512(void);
+extern const ftv_kernels ftv_kernels_avx2_set;   /* only for CPUs with AVX2, F16C and FMA */
+extern const ftv_kernels ftv_kernels_avx512_set; /* only for CPUs with AVX-512 F/BW/DQ/VL and VNNI */
+/* The repacked layout both x86 sets read: row groups of FTV_RG rows (ftv_kernels_avx2.c). */
+#define FTV_RG 8
+size_t ftv_x86_repack(const ftv_tmat *w, int values, void *dst);
+/* The fast numerics mode's variants */
+extern const ftv_kernels ftv_kernels_avx2_fast;   /* fused multiply-add */
+extern const ftv_kernels ftv_kernels_avx512_fast; /* fused multiply-add */
+extern const ftv_kernels ftv_kernels_avx512_bf16; /* and bf16 probabilities x values (AVX512_BF16) */
 #endif
 
-/* What a model uses: AVX-512, else AVX2 when available, unless the environment sets FTV_FORCE_SCALAR
- * (to anything but "0"). */
+/* A set by name ("avx512", "avx2", "scalar", "lut") if this CPU and build run it, else NULL. */
+const ftv_kernels *ftv_kernels_by_name(const char *name);
+
+/* The fast-numerics variant of an exact set that this CPU runs, NULL when it has none (the
+ * scalar sets: a microcontroller runs the exact mode). */
+const ftv_kernels *ftv_kernels_fast(const ftv_kernels *exact);
+
+/* What a model uses: the best set the CPU runs (AVX-512, else AVX2, else scalar), unless the
+ * environment caps it, read at load: FTV_KERNELS=avx2 | scalar | lut (FTV_FORCE_SCALAR=1 is
+ * FTV_KERNELS=scalar). A build may name its default with -DFTV_KERNELS_DEFAULT=\"lut\" (the
+ * microcontroller ports' KERNELS=lut). */
 const ftv_kernels *ftv_kernels_select(void);
 
 #endif

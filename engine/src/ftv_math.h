@@ -1,5 +1,5 @@
 /* exp and erf for the engine's softmax and GELU, written out so that the scalar kernels and
- * the SIMD kernels (ftv_kernels_avx2.c) run the very same float operations in the same order
+ * the SIMD kernels (ftv_kernels_x86.h) run the very same float operations in the same order
  * and agree to the bit. libm's expf/erff cannot be vectorized to match, and any difference
  * feeding an int8 quantizer can flip a code (docs/engine.md).
  *
@@ -7,9 +7,9 @@
  * without FMA (Cortex-M0/M3, x86 without FMA) compute the same values as those with it.
  * Accuracy against double precision on dense grids (checked by engine/tests/test_kernels.c):
  *   ftv_expf on [-87, 0]: at most 0.97 ulp;
- *   ftv_erff on [-6, 6]: at most 1.3e-7 absolute (2.2 ulp at 1);
- *   GELU built on it, on [-10, 10]: at most 4.5e-7 absolute from the exact function, the
- *   same as the float32 rounding of a correctly rounded erf (within one output ulp of it). */
+ *   ftv_erff on [-6, 6]: at most 1.0e-7 absolute (1.7 ulp at 1);
+ *   GELU built on it, on [-10, 10]: at most 4.7e-7 absolute from the exact function, the
+ *   float32 rounding of the result (half an ulp of 10 is 4.8e-7). */
 #ifndef FTV_MATH_H
 #define FTV_MATH_H
 
@@ -33,12 +33,18 @@
 #define FTV_EXP_P5 5.0000001201e-1f
 
 /* Float reductions (sums of squares, softmax denominators, LayerNorm statistics) accumulate
- * element j into partial sum j % FTV_LANES, then combine the partial sums pairwise: the order
- * of one 8-float AVX2 register, which the scalar code follows so that both agree to the bit. */
-#define FTV_LANES 8
+ * element j into partial sum j % FTV_LANES, then combine the partial sums by folding halves:
+ * p[i] += p[i + 32] for i < 32, then p[i] += p[i + 16], ..., p[0] += p[1]. FTV_LANES = 64 is four
+ * 16-float AVX-512 registers (eight AVX2 ones) that SIMD code adds to in turn, so that no add
+ * waits for the one before it, and the folds are its vector adds and the usual halving of a
+ * register; the scalar code follows the same order, so all kernel sets agree to the bit. */
+#define FTV_LANES 64
 
-static inline float ftv_lanes_sum(const float part[FTV_LANES]) {
-    return ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+/* The folds in place: part holds partial sums no more afterwards. */
+static inline float ftv_lanes_sum(float part[FTV_LANES]) {
+    for (int w = FTV_LANES / 2; w >= 1; w /= 2)
+        for (int i = 0; i < w; i++) part[i] += part[i + w];
+    return part[0];
 }
 
 /* A norm's factor 1 / sqrt(sum / n + eps) (RMSNorm: the sum of squares; LayerNorm: of the
@@ -82,33 +88,45 @@ static inline float ftv_expf(float x) {
     return p * scale;
 }
 
-/* erff: for |x| < 1, x + x * A(x^2); for 1 <= |x|, 1 - exp(B(min(|x|, 4) - 2.5)) with B a
- * fit of log(erfc) on [1, 4] (past 4, erf rounds to 1 in float). Coefficients: weighted
- * least squares to minimax (Lawson), highest degree first. */
-#define FTV_ERF_SPLIT 1.0f
+/* erff: |x| cut into FTV_ERF_N intervals of width 1/2 (the interval index is the integer part
+ * of 2|x|); on interval i, erf = P_i(|x| - center_i), a polynomial of degree FTV_ERF_DEG (near-
+ * minimax fits, Lawson's weighted least squares; interval 0 has no constant term, so erf(0) = 0
+ * exactly); past FTV_ERF_CLAMP, 1 (erf(4) rounds to 1 in float). One polynomial per value, its
+ * coefficients picked by the interval: SIMD code selects them with a permute of an 8-lane table,
+ * instead of evaluating two branches and blending. Coefficients: [power, highest first][interval]. */
+#define FTV_ERF_N 8
+#define FTV_ERF_DEG 6 /* ftv_erff writes its 6 steps out */
 #define FTV_ERF_CLAMP 4.0f
-#define FTV_ERF_MID 2.5f
-#define FTV_ERF_A_N 7
-#define FTV_ERF_B_N 10
-static const float ftv_erf_a[FTV_ERF_A_N] = {7.88927937e-05f, -0.000802089344f, 0.00518954173f,
-                                             -0.026854448f,   0.112836003f,     -0.37612626f,
-                                             0.128379166f};
-static const float ftv_erf_b[FTV_ERF_B_N] = {
-    -5.55554536e-08f, 1.61495336e-06f, -1.30281187e-05f, 7.73904103e-05f, -0.000420619268f,
-    0.00216516596f,   -0.01085822f,    -0.943893671f,    -5.35268068f,    -7.80681515f};
+static const float ftv_erf_center[FTV_ERF_N] = {0.0f, 0.75f, 1.25f, 1.75f, 2.25f, 2.75f, 3.25f, 3.75f};
+static const float ftv_erf_coef[FTV_ERF_DEG + 1][FTV_ERF_N] = {
+    {-0.0388242751f, -0.0265467111f, 0.020512946f, 0.00905978214f, -0.00276420079f, -0.00166910188f,
+     -0.000275040133f, -2.08733527e-05f},
+    {0.136505961f, -0.0512618795f, -0.0467786603f, 0.00596977631f, 0.0105813826f, 0.00282581267f, 0.000332612719f,
+     2.02048923e-05f},
+    {-0.00734374998f, 0.150672242f, -0.00612411741f, -0.0481064916f, -0.0190896932f, -0.00325759291f,
+     -0.000286049268f, -1.37684438e-05f},
+    {-0.374953955f, 0.0267272983f, 0.16752322f, 0.0901776478f, 0.0217269603f, 0.00275820866f, 0.000195219531f,
+     7.91175626e-06f},
+    {-8.68791976e-05f, -0.482198089f, -0.295651942f, -0.0923561826f, -0.0160701238f, -0.00161227013f,
+     -9.48721499e-05f, -3.30646867e-06f},
+    {1.12838137f, 0.642931521f, 0.236521214f, 0.0527748391f, 0.00714230025f, 0.00058629422f, 2.91936431e-05f,
+     8.81886194e-07f},
+    {0.0f, 0.711155653f, 0.92290014f, 0.986671686f, 0.998537302f, 0.999899387f, 0.999995708f, 0.999999881f},
+};
 
 static inline float ftv_erff(float x) {
-    float t = fabsf(x), r;
-    if (t < FTV_ERF_SPLIT) {
-        float z = t * t, p = ftv_erf_a[0];
-        for (int i = 1; i < FTV_ERF_A_N; i++) p = p * z + ftv_erf_a[i];
-        r = t + t * p;
-    } else {
-        float u = (FTV_ERF_CLAMP < t ? FTV_ERF_CLAMP : t) - FTV_ERF_MID, p = ftv_erf_b[0];
-        for (int i = 1; i < FTV_ERF_B_N; i++) p = p * u + ftv_erf_b[i];
-        r = 1.0f - ftv_expf(p);
-    }
-    return copysignf(r, x);
+    const float t = fabsf(x), t2 = t * 2.0f;
+    const int i = t2 < (float)FTV_ERF_N ? (int)t2 : FTV_ERF_N - 1; /* NaN: the last interval */
+    const float u = t - ftv_erf_center[i];
+    const float *c = &ftv_erf_coef[0][i]; /* Horner written out: a loop costs a microcontroller more */
+    float p = c[0];
+    p = p * u + c[1 * FTV_ERF_N];
+    p = p * u + c[2 * FTV_ERF_N];
+    p = p * u + c[3 * FTV_ERF_N];
+    p = p * u + c[4 * FTV_ERF_N];
+    p = p * u + c[5 * FTV_ERF_N];
+    p = p * u + c[6 * FTV_ERF_N];
+    return copysignf(t < FTV_ERF_CLAMP ? p : 1.0f, x);
 }
 
 #endif

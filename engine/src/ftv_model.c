@@ -680,6 +680,23 @@ ftv_status ftv_model_set_threads(ftv_model *m, int n) {
 
 int ftv_model_threads(const ftv_model *m) { return m->threads; }
 
+ftv_status ftv_model_set_numerics(ftv_model *m, ftv_numerics mode) {
+    if (!m || (mode != FTV_NUMERICS_EXACT && mode != FTV_NUMERICS_FAST)) return FTV_ERR_ARG;
+    const ftv_kernels *exact = m->kernels->exact;
+    const ftv_kernels *want = mode == FTV_NUMERICS_FAST ? ftv_kernels_fast(exact) : exact;
+    if (!want) return FTV_ERR_ARG; /* no fast variant: the scalar sets */
+    if (want == m->kernels) return FTV_OK;
+    const ftv_kernels *old = m->kernels; /* the fast attention may need other scratch: lay out again */
+    m->kernels = want;
+    if (layout_arena(m, m->threads) != FTV_OK) {
+        m->kernels = old;
+        return FTV_ERR_NOMEM;
+    }
+    return FTV_OK;
+}
+
+ftv_numerics ftv_model_numerics(const ftv_model *m) { return m->kernels->fast ? FTV_NUMERICS_FAST : FTV_NUMERICS_EXACT; }
+
 const char *ftv_model_kernels(const ftv_model *m) { return m->kernels->name; }
 
 size_t ftv_model_repacked_bytes(const ftv_model *m) { return m->repacked_bytes; }

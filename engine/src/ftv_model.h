@@ -5,6 +5,7 @@
 
 #include "ftervit.h"
 #include "ftv_kernels.h"
+#include "ftv_profile.h"
 #include "ftv_threads.h"
 
 typedef struct {
@@ -49,6 +50,7 @@ typedef struct {
     float *x;      /* (tokens, dim) residual stream */
     int8_t *xq;    /* (tokens, dim) int8 input of a BitLinear */
     float *xs;     /* (tokens) its per-token scales */
+    int32_t *xsum; /* (tokens) the sums of each token's codes */
     float *o;      /* (tokens, dim) attention output, the queries of each head before that */
     int8_t *img_q; /* (patches, in_chans * patch_h * patch_w) patch-embedding phase */
     float *img_s;  /* (in_chans) */
@@ -57,14 +59,18 @@ typedef struct {
 /* What each thread owns in the arena: scratch, and its buffers of the attention phase (one
  * head's keys and values) and of the MLP phase (a tile of its tokens), which share bytes. */
 typedef struct {
-    float *row;    /* (max(dim, hidden)) one normalized row */
+    float *row;    /* (max(dim, hidden), and FTV_NORM_ROWS * dim for the wide sets) normalized rows */
     void *gemm;    /* kernels->gemm_scratch(max k, tokens) bytes */
-    float *attend; /* FTV_ATTEND_SCRATCH(ldk, head_dim) floats */
+    float *attend; /* kernels->attend_scratch(ldk, head_dim, tokens) floats */
     float *kt;     /* (head_dim, ldk) keys of one head, transposed */
     float *vh;     /* (tokens, head_dim) values of one head */
     float *hid;    /* (mlp_tile, hidden) */
     int8_t *hq;    /* (mlp_tile, hidden) */
     float *hs;     /* (mlp_tile) */
+    int32_t *hsum; /* (mlp_tile) */
+#ifdef FTV_PROFILE
+    ftv_profile prof; /* time by phase */
+#endif
 } ftv_thread_state;
 
 struct ftv_model {
@@ -75,7 +81,7 @@ struct ftv_model {
     int ldk; /* row stride of the transposed keys: tokens rounded up to 8 */
     ftv_weights w;
     ftv_state s;
-    const ftv_kernels *kernels;
+    const ftv_kernels *kernels; /* chosen at load, or its fast variant (ftv_model_set_numerics) */
     int threads;
     ftv_pool *pool;          /* NULL with one thread */
     ftv_thread_state *ts;    /* (threads) */

@@ -22,6 +22,7 @@ typedef struct {
     const ftv_tmat *w;
     const int8_t *xq;
     const float *xs;
+    const int32_t *xsum;
     int tokens;
     float *y;
     uint8_t *scratch; /* per thread */
@@ -34,7 +35,7 @@ static void run_rows(void *ctx, int i, int n) {
     int r0 = units * i / n * 16, r1 = units * (i + 1) / n * 16;
     if (r1 > j->w->rows) r1 = j->w->rows;
     if (r0 < r1)
-        j->kern->tgemm(j->w, r0, r1, j->xq, j->xs, j->tokens, j->y + r0, j->w->rows, 1,
+        j->kern->tgemm(j->w, r0, r1, j->xq, j->xs, j->xsum, j->tokens, j->y + r0, j->w->rows, 1,
                        j->scratch + (size_t)i * j->scratch_bytes, 0, NULL);
 }
 
@@ -79,16 +80,17 @@ int main(int argc, char **argv) {
     srand(1);
     int8_t *q = malloc((size_t)rows * k), *xq = malloc((size_t)tokens * k);
     float *xs = malloc(sizeof(float) * tokens), *y = malloc(sizeof(float) * tokens * rows);
+    int32_t *xsum = calloc((size_t)tokens, sizeof(int32_t));
     for (size_t i = 0; i < (size_t)rows * k; i++) q[i] = (int8_t)(rand() % 3 - 1);
     for (size_t i = 0; i < (size_t)tokens * k; i++) xq[i] = (int8_t)(rand() % 256 - 128);
-    for (int t = 0; t < tokens; t++) xs[t] = 1.0f + (float)t;
+    for (int t = 0; t < tokens; t++) {
+        xs[t] = 1.0f + (float)t;
+        for (int j = 0; j < k; j++) xsum[t] += xq[(size_t)t * k + j];
+    }
 
     const char *labels[3] = {"scalar", "avx2", "avx512"};
-    const ftv_kernels *kernels[3] = {&ftv_kernels_scalar, NULL, NULL};
-#if defined(__x86_64__) || defined(__i386__)
-    kernels[1] = ftv_kernels_avx2();
-    kernels[2] = ftv_kernels_avx512();
-#endif
+    const ftv_kernels *kernels[3];
+    for (int i = 0; i < 3; i++) kernels[i] = ftv_kernels_by_name(labels[i]);
     struct { const char *label; const ftv_kernels *kern; ftv_tmat w; int threads; ftv_pool *pool; double t[1024]; } cfg[MAX_CONFIGS];
     ftv_pool *pools[65] = {NULL};
     void *owned[3 * 2 * 2] = {NULL}; /* the packed and repacked matrices: sets x kinds x 2 */
@@ -130,7 +132,7 @@ int main(int argc, char **argv) {
     uint8_t *scratch = aligned_alloc(64, scratch_bytes * (size_t)max_threads);
     for (int rep = 0; rep < reps; rep++)
         for (int c = 0; c < nc; c++) {
-            job j = {cfg[c].kern, &cfg[c].w, xq, xs, tokens, y, scratch, scratch_bytes};
+            job j = {cfg[c].kern, &cfg[c].w, xq, xs, xsum, tokens, y, scratch, scratch_bytes};
             ftv_pool_run(cfg[c].pool, run_rows, &j); /* warm-up */
             double t0 = now();
             ftv_pool_run(cfg[c].pool, run_rows, &j);
@@ -146,6 +148,6 @@ int main(int argc, char **argv) {
     }
     for (int th = 0; th <= max_threads; th++) ftv_pool_free(pools[th]);
     for (int i = 0; i < n_owned; i++) free(owned[i]);
-    free(q), free(xq), free(xs), free(y), free(scratch);
+    free(q), free(xq), free(xs), free(xsum), free(y), free(scratch);
     return 0;
 }

@@ -88,15 +88,15 @@ static void run_all(ftv_model *m, run_result *r) {
 
 /* A valid file: every kernel set, and two threads, give the same status and logits bit for bit. */
 static void check_valid(const char *path) {
-    static const char *const sets[] = {"scalar", "avx2", NULL}; /* NULL: the best set the CPU has */
+    static const char *const sets[] = {"scalar", "lut", "avx2", NULL}; /* NULL: the best set the CPU has */
     run_result ref = {{0}, NULL};
     ftv_model *m = load_with(path, "scalar", 1);
     if (!m) return;
     const int classes = ftv_model_config(m)->num_classes;
     run_all(m, &ref);
     ftv_model_free(m);
-    for (int s = 0; s < 4; s++) {
-        m = load_with(path, s < 3 ? sets[s] : NULL, s < 3 ? 1 : 2);
+    for (int s = 0; s < 5; s++) {
+        m = load_with(path, s < 4 ? sets[s] : NULL, s < 4 ? 1 : 2);
         if (!m) continue;
         run_result got = {{0}, NULL};
         run_all(m, &got);

@@ -33,13 +33,12 @@ class _Config(ctypes.Structure):  # mirrors ftv_config in engine/include/ftervit
         ("mean", ctypes.c_float * 4), ("std", ctypes.c_float * 4)]
 
 
-_lib = None
+_libs: dict[bool, ctypes.CDLL] = {}
 
 
-def _load_library() -> ctypes.CDLL:
-    global _lib
-    if _lib is None:
-        lib = ctypes.CDLL(str(library_path()))
+def _load_library(profile: bool = False) -> ctypes.CDLL:
+    if profile not in _libs:
+        lib = ctypes.CDLL(str(library_path(profile)))
         p, c_size = ctypes.c_void_p, ctypes.c_size_t
         lib.ftv_model_load_file.argtypes = [ctypes.c_char_p, ctypes.POINTER(p), ctypes.c_char_p, c_size]
         lib.ftv_model_load_file.restype = ctypes.c_int
@@ -58,14 +57,22 @@ def _load_library() -> ctypes.CDLL:
         lib.ftv_model_class_name.restype = ctypes.c_char_p
         lib.ftv_model_forward.argtypes = [p, ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_float)]
         lib.ftv_model_forward.restype = ctypes.c_int
+        lib.ftv_model_set_numerics.argtypes = [p, ctypes.c_int]
+        lib.ftv_model_set_numerics.restype = ctypes.c_int
+        lib.ftv_model_numerics.argtypes = [p]
+        lib.ftv_model_numerics.restype = ctypes.c_int
+        lib.ftv_model_profile.argtypes = [p, ctypes.POINTER(ctypes.c_double), ctypes.c_int]
+        lib.ftv_model_profile.restype = ctypes.c_int
+        lib.ftv_profile_phase_name.argtypes = [ctypes.c_int]
+        lib.ftv_profile_phase_name.restype = ctypes.c_char_p
         lib.ftv_model_forward_rollout.argtypes = [p] + [ctypes.POINTER(ctypes.c_float)] * 3
         lib.ftv_model_forward_rollout.restype = ctypes.c_int
         lib.ftv_model_rollout_bytes.argtypes = [p]
         lib.ftv_model_rollout_bytes.restype = c_size
         lib.ftv_status_string.argtypes = [ctypes.c_int]
         lib.ftv_status_string.restype = ctypes.c_char_p
-        _lib = lib
-    return _lib
+        _libs[profile] = lib
+    return _libs[profile]
 
 
 class Engine:
@@ -74,6 +81,11 @@ class Engine:
     Args:
         path: the .ftv file (validated completely: magic, version, bounds, checksum, codes).
         threads: threads of the forward pass (a fixed pool; the logits do not depend on it).
+        profile: load the engine built with ``-DFTV_PROFILE``, which times the phases of its
+            forward pass (:meth:`profile`); same logits, slightly slower.
+        numerics: ``"exact"`` (every kernel set computes the same bits) or ``"fast"``
+            (fused multiply-adds, and bf16 attention products on CPUs with AVX512_BF16; x86
+            kernels only): see docs/engine.md for its measured effect on accuracy.
 
     The kernels are chosen at load: AVX-512 (VNNI) or AVX2 on x86 CPUs that have them, else
     the portable scalar code; the environment variable ``FTV_KERNELS=avx2`` or
@@ -91,7 +103,9 @@ class Engine:
         ValueError: ``threads`` is not an integer from 1 to :data:`MAX_THREADS`.
     """
 
-    def __init__(self, path: str | Path, threads: int = 1) -> None:
+    NUMERICS = ("exact", "fast")
+
+    def __init__(self, path: str | Path, threads: int = 1, profile: bool = False, numerics: str = "exact") -> None:
         self._model = None
         self._lock = threading.Lock()
         try:  # any integer (numpy's too), but not a bool or a float
@@ -102,8 +116,10 @@ class Engine:
             raise ValueError(f"threads={threads!r}: expected an integer from 1 to {MAX_THREADS}") from None
         if not 1 <= threads <= MAX_THREADS:
             raise ValueError(f"threads={threads}: expected an integer from 1 to {MAX_THREADS}")
+        if numerics not in self.NUMERICS:
+            raise ValueError(f"numerics={numerics!r}: expected one of {', '.join(self.NUMERICS)}")
         self.threads = threads
-        self._lib = _load_library()
+        self._lib = _load_library(profile)
         self._model = ctypes.c_void_p()
         err = ctypes.create_string_buffer(512)
         status = self._lib.ftv_model_load_file(str(path).encode(), ctypes.byref(self._model), err, len(err))
@@ -114,6 +130,10 @@ class Engine:
         if threads != 1 and (status := self._lib.ftv_model_set_threads(self._model, threads)) != 0:
             self.close()
             raise EngineError(f"threads={threads}: {self._lib.ftv_status_string(status).decode()}")
+        if numerics == "fast" and self._lib.ftv_model_set_numerics(self._model, 1) != 0:
+            kernels = self.kernels
+            self.close()
+            raise EngineError(f"numerics='fast': the {kernels} kernels have no fast mode (x86 with AVX2 or AVX-512 only)")
         cfg = self._lib.ftv_model_config(self._model).contents
         self.config = {name: getattr(cfg, name) for name, _ in _Config._fields_[:13]}
         self.config["mean"] = tuple(cfg.mean[: cfg.in_chans])
@@ -137,10 +157,31 @@ class Engine:
             return int(self._lib.ftv_model_repacked_bytes(self._require()))
 
     @property
+    def numerics(self) -> str:
+        """``"exact"`` or ``"fast"``."""
+        with self._lock:
+            return self.NUMERICS[self._lib.ftv_model_numerics(self._require())]
+
+    @property
     def kernels(self) -> str:
         """The kernels chosen at load: ``"avx512"``, ``"avx2"`` or ``"scalar"``."""
         with self._lock:
             return self._lib.ftv_model_kernels(self._require()).decode()
+
+    def profile(self) -> dict[str, float]:
+        """Seconds of the forward passes since the last call, by phase (``embed``,
+        ``norm_quant``, ``gemm``, ``attention``, ``gelu``, ``wait``, ``other``), summed over the
+        threads; then starts counting afresh.
+
+        Raises:
+            EngineError: the engine was not loaded with ``profile=True``.
+        """
+        seconds = (ctypes.c_double * 16)()
+        with self._lock:
+            n = self._lib.ftv_model_profile(self._require(), seconds, len(seconds))
+        if n == 0:
+            raise EngineError("this engine does not time its phases: load it with Engine(path, profile=True)")
+        return {self._lib.ftv_profile_phase_name(i).decode(): seconds[i] for i in range(n)}
 
     def _require(self) -> ctypes.c_void_p:
         """The C model; call with ``self._lock`` held, so that close() cannot free it meanwhile."""

@@ -16,8 +16,8 @@ from ftervit.fileio import atomic_output
 
 # Same flags as engine/Makefile's library; -ffp-contract=off keeps PyTorch's float rounding.
 CFLAGS = ("-std=c11", "-O2", "-ffp-contract=off", "-fPIC", "-shared", "-pthread")
-LIB_SOURCES = ("ftv_kernels.c", "ftv_kernels_avx2.c", "ftv_threads.c", "ftv_model.c", "ftv_forward.c",
-               "ftv_rollout.c")
+LIB_SOURCES = ("ftv_kernels.c", "ftv_kernels_scalar.c", "ftv_kernels_lut.c", "ftv_kernels_avx2.c", "ftv_kernels_avx512.c",
+               "ftv_threads.c", "ftv_model.c", "ftv_forward.c", "ftv_rollout.c")
 
 
 class EngineBuildError(FtervitError):
@@ -35,15 +35,21 @@ def engine_dir() -> Path:
     return path
 
 
-def library_path() -> Path:
-    """Path of the compiled engine library, building it first when needed."""
+def library_path(profile: bool = False) -> Path:
+    """Path of the compiled engine library, building it first when needed.
+
+    Args:
+        profile: the build with ``-DFTV_PROFILE``, whose forward pass times its phases
+            (``ftv_model_profile``); the default build carries no timing code.
+    """
     src = engine_dir()
+    flags = (*CFLAGS, "-DFTV_PROFILE") if profile else CFLAGS
     files = [src / "src" / f for f in LIB_SOURCES] + sorted((src / "include").glob("*.h")) + sorted(
         (src / "src").glob("*.h"))
     digest = hashlib.sha256()
     for f in files:
         digest.update(f.name.encode() + b"\0" + f.read_bytes())
-    digest.update(" ".join(CFLAGS).encode())
+    digest.update(" ".join(flags).encode())
     cache = Path(os.environ.get("FTERVIT_CACHE", Path.home() / ".cache" / "ftervit"))
     lib = cache / f"libftervit-{digest.hexdigest()[:16]}.so"
     if lib.is_file():
@@ -53,7 +59,7 @@ def library_path() -> Path:
         raise EngineBuildError("no C compiler found (install gcc or clang, or set CC) to build the ftervit engine")
     cache.mkdir(parents=True, exist_ok=True)
     with atomic_output(lib) as tmp:  # a concurrent user sees no library or the whole one
-        cmd = [cc, *CFLAGS, f"-I{src / 'include'}", *map(str, files[:len(LIB_SOURCES)]), "-o", str(tmp), "-lm"]
+        cmd = [cc, *flags, f"-I{src / 'include'}", *map(str, files[:len(LIB_SOURCES)]), "-o", str(tmp), "-lm"]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise EngineBuildError(f"compiling the engine failed ({' '.join(cmd)}):\n{proc.stderr.strip()}")

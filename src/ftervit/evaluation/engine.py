@@ -36,7 +36,7 @@ def evaluate_engine(
 
     Returns:
         ``{"data", "n", "engine": {"top1", "top5"}, "ternary": {"top1", "top5"}, "agreement",
-        "max_rel_diff", "median_rel_diff", "arena_bytes", "kernels"}``, accuracies as fractions.
+        "max_rel_diff", "median_rel_diff", "arena_bytes", "kernels", "numerics"}``, accuracies as fractions.
 
     Raises:
         FtervitError: unknown dataset, missing files, a checkpoint or engine file that does not
@@ -56,12 +56,14 @@ def compare_engine(
     batch_size: int = 256,
     threads: int = 1,
     progress: bool = False,
+    numerics: str = "exact",
 ) -> dict[str, Any]:
-    """:func:`evaluate_engine` on a ternary model and a dataset already built."""
+    """:func:`evaluate_engine` on a ternary model and a dataset already built; ``numerics``: the
+    engine's float arithmetic (``Engine(numerics=...)``)."""
     from ftervit.engine import Engine
 
     student.eval()
-    with Engine(engine_file, threads=threads) as engine:
+    with Engine(engine_file, threads=threads, numerics=numerics) as engine:
         if engine.num_classes != student.num_classes:
             raise FtervitError(f"{engine_file} has {engine.num_classes} classes but the model of {data} has "
                                f"{student.num_classes}; export the model trained on this dataset")
@@ -79,7 +81,7 @@ def compare_engine(
             hits[1] += topk_correct(ref, targets)
             agree += int((ours.argmax(-1) == ref.argmax(-1)).sum())
             rel.append(((ours - ref).abs().amax(-1) / ref.abs().amax(-1).clamp_min(1e-12)).numpy())
-        arena, kernels = engine.arena_bytes, engine.kernels
+        arena, kernels, numerics = engine.arena_bytes, engine.kernels, engine.numerics
     n = len(dataset)
     rel_all = np.concatenate(rel) if rel else np.zeros(1)
     return {
@@ -88,5 +90,5 @@ def compare_engine(
         "ternary": {"top1": float(hits[1, 0] / n), "top5": float(hits[1, 1] / n)},
         "agreement": agree / n,
         "max_rel_diff": float(rel_all.max()), "median_rel_diff": float(np.median(rel_all)),
-        "arena_bytes": arena, "kernels": kernels,
+        "arena_bytes": arena, "kernels": kernels, "numerics": numerics,
     }

@@ -1,4 +1,6 @@
-/* Ternary GEMM by table lookup, for microcontrollers (no SIMD needed).
+/* The "lut" kernel set: the scalar set with a ternary GEMM by table lookup, for cores without
+ * a SIMD multiply-add (chosen with FTV_KERNELS=lut, or -DFTV_KERNELS_DEFAULT=\"lut\" as the
+ * microcontroller ports' KERNELS=lut builds do; never picked on its own).
  *
  * A packed byte holds 4 codes (tq2) or 5 (tq1), so byte g of a weight row always meets the
  * same group of 4 or 5 activations of a token. For a pair of tokens, a table gives, for each
@@ -16,14 +18,14 @@
  * Exact integer sums, then the float steps of ftv_tgemm_strided: bit-identical results.
  * Memory: the tables of a pair, ceil(k / 4) x 256 x 4 bytes (48 KiB at k = 192, 192 KiB at
  * k = 768), the scratch the engine gives each GEMM (ftv_kernels.gemm_scratch). */
-#include "ftv_kernels_lut.h"
+#include "ftv_kernels.h"
 
 #define TQ2_BIAS 512
 #define TQ1_BIAS 640
 #define TQ2_CHUNK 63 /* 63 * (2 * 512) < 2^16 */
 #define TQ1_CHUNK 51 /* 51 * (2 * 640) < 2^16 */
 
-size_t ftv_lut_scratch(int k, int tokens) {
+static size_t lut_scratch(int k, int tokens) {
     (void)tokens;
     return (size_t)((k + 3) / 4) * 256u * sizeof(uint32_t);
 }
@@ -94,8 +96,10 @@ static void dot2(const uint8_t *p, int groups, const uint32_t *t, int chunk, int
     }
 }
 
-void ftv_tgemm_lut(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const float *xs, int tokens,
-                   float *y, int ldt, int ldo, void *scratch, int accumulate, const ftv_fvec *gamma) {
+/* Same contract and bit-identical results as ftv_tgemm_strided (xsum unused). */
+static void lut_tgemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const float *xs, const int32_t *xsum,
+                      int tokens, float *y, int ldt, int ldo, void *scratch, int accumulate, const ftv_fvec *gamma) {
+    (void)xsum;
     const int k = w->k, groups = w->row_bytes, tq2 = w->kind == FTV_KIND_TQ2;
     const int chunk = tq2 ? TQ2_CHUNK : TQ1_CHUNK, bias = tq2 ? TQ2_BIAS : TQ1_BIAS;
     const int use_gamma = accumulate && gamma && gamma->n;
@@ -122,14 +126,4 @@ void ftv_tgemm_lut(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const fl
     }
 }
 
-const ftv_kernels *ftv_kernels_lut(void) {
-    /* a copy of the scalar set, so kernels the engine adds later are there too */
-    static ftv_kernels lut;
-    if (!lut.name) {
-        lut = ftv_kernels_scalar;
-        lut.gemm_scratch = ftv_lut_scratch;
-        lut.tgemm = ftv_tgemm_lut;
-        lut.name = "lut";
-    }
-    return &lut;
-}
+const ftv_kernels ftv_kernels_lut = FTV_SCALAR_KERNELS("lut", &ftv_kernels_lut, lut_scratch, lut_tgemm);
