@@ -120,9 +120,11 @@ def train_stage(cfg: TrainConfig, processes: int = 1) -> dict[str, Any]:
     proc = subprocess.run(command, env=env, stderr=subprocess.PIPE, text=True,
                           stdout=subprocess.DEVNULL if cfg.quiet else None)
     if proc.returncode:
-        lines = proc.stderr.splitlines()  # the command's own one-line error, else torchrun's last words
-        errors = [line for line in lines if line.startswith("ftervit ") and ": " in line] or lines
-        why = errors[-1].split("error: ", 1)[-1] if errors else f"exit code {proc.returncode}"
+        lines = proc.stderr.splitlines()
+        refused = [line for line in lines if line.startswith(f"ftervit {cfg.mode}: error: ")]
+        if refused:  # the command's own one-line error (bad data, settings): as one process would say it
+            raise FtervitError(refused[-1].split("error: ", 1)[1])
+        why = lines[-1] if lines else f"exit code {proc.returncode}"  # else torchrun's last words
         raise FtervitError(f"{cfg.mode} in {processes} processes (torchrun) failed: {why}")
     history = load_training_state(out / "last.pth")["history"]
     return {"out": str(out), "epochs": cfg.epochs, "top1": history[-1]["val_top1"], "top5": history[-1]["val_top5"],
