@@ -6,7 +6,7 @@ model exported (tq2) and run in the C engine on the same images (top-1, agreemen
 the gap in percentage points and the wall time, goes to benchmarks/results/fashion_mnist.json
 (rewritten after every stage, "status": "running" until the end).
 
-    .venv/bin/python benchmarks/fashion_mnist.py              # ~35 minutes on 2 cores
+    .venv/bin/python benchmarks/fashion_mnist.py              # ~45 minutes on 2 cores
     .venv/bin/python benchmarks/fashion_mnist.py --teacher-epochs 1 --phase1-epochs 1 --phase2-epochs 1
 
 Data: the IDX files of the Debian package dataset-fashion-mnist (/usr/share/datasets/fashion-mnist),
@@ -31,18 +31,22 @@ from ftervit.fileio import atomic_write_json
 from ftervit.presets import PRESETS
 from ftervit.training.recipe import run_recipe
 
-MODEL = "ftervit_fashion_mnist"
-# Tuned toward a teacher >= 88% and a ternary gap <= 0.5 pp within 90 minutes on 2 shared cores:
-# no augmentation (84% after one epoch, 76% with crop and flip), batch 64 (more steps per epoch cost
-# nothing on a CPU), one torch thread plus one loader process (two threads crawl on a busy machine).
-# Phase 1 uses lr 5e-4 for a few epochs instead of 1e-4 for 250; Phase 2 is the SPEC's: 10 epochs at 1e-5.
+MODEL = "ftervit_fashion_mnist_gap"
+# Tuned toward the goals below (issue 14) on 2 cores, both used by DDP (two processes of one thread:
+# twice the images per second of one process with two threads). The class-token model of the first
+# recipe stopped at 89.1-89.5% (8-15 epochs): mean pooling of the patch tokens (+0.6 pp), horizontal
+# flips and random erasing with stochastic depth for the teacher (a shift by padding moves every 7x7
+# patch and slowed learning), and more epochs. Phase 1 uses lr 5e-4 for a few epochs instead of 1e-4
+# for 250; Phase 2 is the SPEC's: 10 epochs at 1e-5.
 STAGES: dict[str, dict[str, Any]] = {
-    "teacher": dict(epochs=8, lr=1e-3, warmup_epochs=0.5),
+    "teacher": dict(epochs=30, lr=1e-3, warmup_epochs=1, drop_path=0.1),
     "phase1": dict(epochs=4, lr=5e-4),
     "phase2": dict(epochs=10, lr=1e-5),
 }
-SETTINGS = dict(model=MODEL, data="fashion-mnist", batch_size=64, augment="none", workers=1)
-GOALS = {"teacher_top1": 0.88, "gap_pp": 0.5, "minutes": 90}
+SETTINGS = dict(model=MODEL, data="fashion-mnist", batch_size=128, augment="flip", re_prob=0.25, workers=0,
+                compile=True)
+PROCESSES = 2  # DDP processes (torchrun), one torch thread each
+GOALS = {"teacher_top1": 0.91, "gap_pp": 0.3, "minutes": 60}
 RESULTS = Path(__file__).parent / "results" / "fashion_mnist.json"
 
 
@@ -51,7 +55,9 @@ def main() -> None:
     parser.add_argument("--out", default="runs/fashion_mnist", help="checkpoints and logs")
     parser.add_argument("--results", type=Path, default=RESULTS, help="result JSON")
     parser.add_argument("--data-dir", help="Fashion-MNIST IDX files (default: the Debian package's)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads [default: 1]")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads per process [default: 1]")
+    parser.add_argument("--processes", type=int, default=PROCESSES,
+                        help=f"DDP processes per stage (torchrun) [default: {PROCESSES}]")
     for stage, settings in STAGES.items():
         parser.add_argument(f"--{stage}-epochs", type=int, default=settings["epochs"], metavar="N")
     parser.add_argument("--quiet", action="store_true")
@@ -61,18 +67,22 @@ def main() -> None:
     record: dict[str, Any] = {
         "status": "running", "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "architecture": PRESETS[MODEL], "settings": SETTINGS, "stages": stages, "goals": GOALS,
-        "machine": {"cpus": os.cpu_count(), "threads": args.threads,
-                    "torch": torch.__version__, "platform": platform.platform()},
+        "machine": {"cpus": os.cpu_count(), "threads": args.threads, "processes": args.processes, "torch": torch.__version__,
+                    "platform": platform.platform(),
+                    "load_average_1_5_15_at_start": [round(v, 2) for v in os.getloadavg()],
+                    "load_average_1min_after_each_stage": []},
     }
     start = time.perf_counter()
 
     def report(summary: dict[str, Any]) -> None:
         record.update(summary, minutes=round((time.perf_counter() - start) / 60, 1))
+        record["machine"]["load_average_1min_after_each_stage"].append(round(os.getloadavg()[0], 2))
         args.results.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(args.results, record)
 
     summary = run_recipe(args.out, stages, on_stage=report, export_format="tq2", overwrite=True, quiet=args.quiet,
-                         data_dir=args.data_dir, threads=args.threads, **SETTINGS)
+                         data_dir=args.data_dir, threads=args.threads, processes=args.processes,
+                         **SETTINGS)
     record["status"] = "done"
     report(summary)
     record["goals_met"] = {

@@ -24,6 +24,25 @@ def tiny_config(tmp: Path, name: str, **overrides) -> TrainConfig:
     return TrainConfig(**{**settings, **overrides})
 
 
+def train_stopped_after(cfg: TrainConfig, epochs_done: int) -> None:
+    """Train ``cfg`` and stop it as a crash would, once ``epochs_done`` epochs are saved."""
+    import ftervit.training.trainer as trainer
+
+    real = trainer._train_epoch
+
+    def stop(*args, **kwargs):
+        if args[7] == epochs_done:  # the epoch index
+            raise RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    trainer._train_epoch = stop
+    try:
+        with pytest.raises(RuntimeError, match="simulated crash"):
+            train(cfg)
+    finally:
+        trainer._train_epoch = real
+
+
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     """``ftervit ARGS`` in a subprocess (tiny test model registered); output captured."""
     return subprocess.run([sys.executable, str(RUN_CLI), *args], capture_output=True, text=True, timeout=timeout)

@@ -93,6 +93,23 @@ def test_evaluation_needs_only_val(tmp_path):
         build_data("imagenet", cfg, tmp_path, train=False)
 
 
+def test_flip_augmentation_keeps_the_patch_grid(fake_fashion):
+    """--augment flip: each training image is itself or its mirror, never shifted."""
+    data = build_data("fashion-mnist", model_data_config("ftervit_fashion_mnist"), fake_fashion, augment="flip")
+    plain = build_data("fashion-mnist", model_data_config("ftervit_fashion_mnist"), fake_fashion, augment="none")
+    torch.manual_seed(0)
+    seen = set()
+    for i in range(len(data.train)):
+        for _ in range(4):
+            image, ref = data.train[i][0], plain.train[i][0]
+            mirrored = torch.equal(image, ref.flip(-1))
+            assert torch.equal(image, ref) or mirrored
+            seen.add(mirrored)
+    assert seen == {True, False}
+    with pytest.raises(FtervitError, match="--augment flip is for digits, fashion-mnist and cifar"):
+        build_data("imagefolder", model_data_config("ftervit_digits"), fake_fashion, augment="flip")
+
+
 def test_fashion_mnist_benchmark_without_the_dataset_is_one_line(tmp_path):
     """Finding 7: benchmarks/fashion_mnist.py printed a traceback when the dataset was missing."""
     import os

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import TINY, state_of, tiny_config
+from conftest import TINY, state_of, tiny_config, train_stopped_after
 from ftervit.cli import main
 from ftervit.errors import FtervitError
 from ftervit.evaluation import evaluate_checkpoints
@@ -56,21 +56,9 @@ def test_eval_cli_json(trained, capsys):
     assert set(result) >= {"ternary", "teacher", "gap_pp"} and 0 <= result["ternary"]["top5"] <= 1
 
 
-def test_epoch_boundary_resume_is_exact(tmp_path, monkeypatch):
-    import ftervit.training.trainer as trainer
-
+def test_epoch_boundary_resume_is_exact(tmp_path):
     train(tiny_config(tmp_path, "full", epochs=2, warmup_epochs=1))
-    real = trainer._train_epoch
-
-    def crash_in_epoch_2(*args, **kwargs):
-        if args[7] == 1:  # the epoch index
-            raise RuntimeError("simulated crash")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(trainer, "_train_epoch", crash_in_epoch_2)
-    with pytest.raises(RuntimeError, match="simulated"):
-        train(tiny_config(tmp_path, "cut", epochs=2, warmup_epochs=1))
-    monkeypatch.setattr(trainer, "_train_epoch", real)
+    train_stopped_after(tiny_config(tmp_path, "cut", epochs=2, warmup_epochs=1), 1)  # a crash in epoch 2
     train(tiny_config(tmp_path, "cut", epochs=2, warmup_epochs=1, resume=True))
     full, cut = state_of(tmp_path / "full" / "last.pth"), state_of(tmp_path / "cut" / "last.pth")
     assert all(torch.equal(full[k], cut[k]) for k in full)

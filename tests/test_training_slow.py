@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from conftest import RUN_CLI, TINY, run_cli, state_of, tiny_config
-from ftervit.training import train
+from ftervit.errors import FtervitError
+from ftervit.training import TrainConfig, train
 
 
 @pytest.mark.slow
@@ -56,3 +57,20 @@ def test_ddp_two_processes_match_single_process(trained, tmp_path):
     assert len(two["rng"]) == 2 and two["step"] == 1437 // 64
     assert abs(one["val_top1"] - two["history"][-1]["val_top1"]) <= 1 / 360
     assert one["train_top1"] == pytest.approx(two["history"][-1]["train_top1"], abs=2 / 1408)
+
+
+@pytest.mark.slow
+def test_recipe_stage_in_two_processes(tmp_path):
+    """run_recipe(processes=2): a stage runs under torchrun, and its result is read back from last.pth."""
+    from ftervit.training.recipe import train_stage
+
+    cfg = TrainConfig(model="ftervit_digits", data="digits", epochs=1, batch_size=64, augment="none", threads=1,
+                      quiet=True, out=str(tmp_path / "t"))
+    result = train_stage(cfg, processes=2)
+    ckpt = torch.load(tmp_path / "t" / "last.pth", weights_only=True)
+    assert len(ckpt["rng"]) == 2 and ckpt["step"] == 1437 // 64
+    assert result["top1"] == ckpt["history"][-1]["val_top1"] and result["history"] == ckpt["history"]
+    bad = TrainConfig(model="ftervit_digits", data="digits", epochs=1, batch_size=63, threads=1, quiet=True,
+                      out=str(tmp_path / "bad"))
+    with pytest.raises(FtervitError, match=r"^batch size 63 is not divisible"):  # the command's own words
+        train_stage(bad, processes=2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -66,6 +67,15 @@ def load_state_dict(spec: str | Path) -> dict[str, torch.Tensor]:
         CheckpointError: the file is missing, unreadable, unsafe to unpickle, or holds no
             state dict.
     """
+    return load_checkpoint_file(spec)[0]
+
+
+def load_checkpoint_file(spec: str | Path) -> tuple[dict[str, torch.Tensor], Mapping[str, Any] | None]:
+    """:func:`load_state_dict`, and the training ``config`` the file records (None for plain state dicts).
+
+    ``ftervit teacher``/``distill`` checkpoints record their settings, among them the
+    student's quantization recipe (``quant``, ``scope``, ``weight_scale``).
+    """
     path = resolve_checkpoint(spec)
     try:
         with open(path, "rb") as f:
@@ -86,6 +96,7 @@ def load_state_dict(spec: str | Path) -> dict[str, torch.Tensor]:
             obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {_load_error(exc)}") from exc
+    config = obj.get("config") if isinstance(obj, Mapping) else None
     if isinstance(obj, Mapping):
         for key in NESTED_KEYS:
             if isinstance(obj.get(key), Mapping):
@@ -94,7 +105,7 @@ def load_state_dict(spec: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(obj, Mapping) or not obj or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()):
         raise CheckpointError(f"{path} does not hold a state dict (a mapping of names to tensors)")
-    return _strip_prefixes(dict(obj))
+    return _strip_prefixes(dict(obj)), config if isinstance(config, Mapping) else None
 
 
 def _load_error(exc: Exception) -> str:

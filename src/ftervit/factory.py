@@ -3,14 +3,14 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import timm
 import torch.nn as nn
 
 import ftervit.presets  # noqa: F401  (registers the presets with timm)
-from ftervit.checkpoint import checkpoint_num_classes, load_checkpoint, load_state_dict
-from ftervit.conversion import make_ternary
+from ftervit.checkpoint import checkpoint_num_classes, load_checkpoint, load_checkpoint_file, load_state_dict
+from ftervit.conversion import StudentRecipe, convert
 from ftervit.errors import CheckpointError, FtervitError
 
 
@@ -56,9 +56,45 @@ def create_model(
         **timm_kwargs: passed to ``timm.create_model`` (``img_size``, ``drop_path_rate``...).
 
     Raises:
+        FtervitError: unknown name, a checkpoint that does not fit (keys named), or the
+            checkpoint of another recipe (``ftervit distill --quant tervit``...), which only
+            :func:`create_student` builds.
+    """
+    return _create(name, checkpoint, num_classes, "ftervit", pretrained=pretrained, **timm_kwargs)
+
+
+def create_student(
+    name: str, checkpoint: str | Path, num_classes: int | None = None, **timm_kwargs: Any,
+) -> nn.Module:
+    """The student a ``ftervit distill`` checkpoint holds, of whatever recipe it was trained with.
+
+    The recipe (``--quant``, ``--scope``, ``--weight-scale``) is read from the checkpoint;
+    plain state dicts and published files are FTerViT students, as with :func:`create_model`.
+
+    Raises:
         FtervitError: unknown name, or a checkpoint that does not fit (keys named).
     """
-    return _create(name, checkpoint, num_classes, ternary=True, pretrained=pretrained, **timm_kwargs)
+    return _create(name, checkpoint, num_classes, "any", **timm_kwargs)
+
+
+def student_recipe(checkpoint: str | Path, ftervit_only: bool = False) -> StudentRecipe:
+    """The quantization recipe the checkpoint records (FTerViT's for files that record none).
+
+    Raises:
+        CheckpointError: unreadable file, or (``ftervit_only``) a recipe other than FTerViT's.
+    """
+    recipe = StudentRecipe.from_config(load_checkpoint_file(checkpoint)[1])
+    if ftervit_only:
+        _check_ftervit(checkpoint, recipe)
+    return recipe
+
+
+def _check_ftervit(checkpoint: str | Path, recipe: StudentRecipe) -> None:
+    if not recipe.is_ftervit:
+        raise CheckpointError(
+            f"{checkpoint} holds a student of ftervit distill {recipe.flags}: the .ftv format and the C engine "
+            "take FTerViT students only (--quant ftervit --scope full); evaluate this one in PyTorch with "
+            "ftervit eval")
 
 
 def create_fp32_model(
@@ -69,19 +105,22 @@ def create_fp32_model(
     Raises:
         FtervitError: unknown name, or a checkpoint that does not fit (keys named).
     """
-    return _create(name, checkpoint, num_classes, ternary=False, **timm_kwargs)
+    return _create(name, checkpoint, num_classes, "fp32", **timm_kwargs)
 
 
-def _create(name: str, checkpoint: str | Path | None, num_classes: int | None, ternary: bool,
-            **timm_kwargs: Any) -> nn.Module:
-    """The timm model (converted when ``ternary``) with ``checkpoint`` loaded strictly."""
-    state = load_state_dict(checkpoint) if checkpoint is not None else None
+def _create(name: str, checkpoint: str | Path | None, num_classes: int | None,
+            kind: Literal["fp32", "ftervit", "any"], **timm_kwargs: Any) -> nn.Module:
+    """The timm model (FP32, FTerViT, or the student of the checkpoint's recipe) with ``checkpoint`` loaded strictly."""
+    state, config = load_checkpoint_file(checkpoint) if checkpoint is not None else (None, None)
+    recipe = StudentRecipe.from_config(config)
+    if kind == "ftervit":
+        _check_ftervit(checkpoint, recipe)
     num_classes = _checkpoint_classes(state, num_classes)
     if num_classes is not None:
         timm_kwargs["num_classes"] = num_classes
     model = create_timm_model(name, **timm_kwargs)
-    if ternary:
-        model = make_ternary(model)
+    if kind != "fp32":
+        model = convert(model, recipe)
     if state is not None:
         load_checkpoint(model, state)
     return model

@@ -27,6 +27,7 @@ default_cfgs = generate_default_cfgs({
     "ftervit_digits": _cfg(num_classes=10, input_size=(1, 8, 8), mean=(0.5,), std=(0.5,)),
     # Fashion-MNIST: 28x28 grey, statistics of the training split.
     "ftervit_fashion_mnist": _cfg(num_classes=10, input_size=(1, 28, 28), mean=(0.2860,), std=(0.3530,)),
+    "ftervit_fashion_mnist_gap": _cfg(num_classes=10, input_size=(1, 28, 28), mean=(0.2860,), std=(0.3530,)),
 })
 
 PRESETS: dict[str, dict] = {
@@ -37,6 +38,11 @@ PRESETS: dict[str, dict] = {
     # epoch as patch 4 with dim 64 (84% vs 81% after one epoch) at about twice the images per second.
     "ftervit_fashion_mnist": dict(img_size=28, patch_size=7, in_chans=1, num_classes=10,
                                   embed_dim=128, depth=4, num_heads=4, mlp_ratio=4.0),
+    # The same, pooled by the mean of the patch tokens (timm's global_pool="avg", with fc_norm) instead
+    # of the class token: 0.5-0.6 pp more for the FP32 teacher at equal epochs (15 epochs, flips: 90.1%
+    # against 89.5%), at the same cost. benchmarks/fashion_mnist.py trains it.
+    "ftervit_fashion_mnist_gap": dict(img_size=28, patch_size=7, in_chans=1, num_classes=10,
+                                      embed_dim=128, depth=4, num_heads=4, mlp_ratio=4.0, global_pool="avg"),
 }
 
 
@@ -54,3 +60,9 @@ def ftervit_digits(pretrained: bool = False, **kwargs) -> VisionTransformer:
 def ftervit_fashion_mnist(pretrained: bool = False, **kwargs) -> VisionTransformer:
     """ViT for 28x28 Fashion-MNIST: patch 7 (16 tokens + cls), dim 128, depth 4, 4 heads."""
     return _create("ftervit_fashion_mnist", pretrained, **kwargs)
+
+
+@register_model
+def ftervit_fashion_mnist_gap(pretrained: bool = False, **kwargs) -> VisionTransformer:
+    """:func:`ftervit_fashion_mnist` pooled by the mean of its 16 patch tokens (the class token stays)."""
+    return _create("ftervit_fashion_mnist_gap", pretrained, **kwargs)

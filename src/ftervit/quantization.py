@@ -1,8 +1,13 @@
-"""Quantizer math for FTerViT: the single source of truth (SPEC section 1).
+"""Quantizer math: the single source of truth (SPEC sections 1 and 6).
 
 Every quantizer returns ``(codes, scale)``: ``codes`` are integer-valued float tensors and
 the dequantized value is ``codes / scale``. Rounding is ``torch.round`` (round half to even),
 which a C engine reproduces with ``rintf`` in the default rounding mode.
+
+FTerViT uses the absmean ternary and the int8 absmax quantizers. The others serve the
+comparisons of ``ftervit distill --quant``/``--weight-scale``: TerViT's channel-wise
+ternarization (Ternary Weight Networks), per-channel int8 weights (TerViT's first stage)
+and an absmax ternary scale (ablation).
 """
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ def ternary_absmean_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Te
 
 
 def ternary_absmax(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-tensor ternary absmax quantizer, for comparison only (no FTerViT layer uses it).
+    """Per-tensor ternary absmax quantizer: the ablation of the absmean scale (`--weight-scale absmax`).
 
     ``s = 1 / max(max|w|, eps)``; ``q = clamp(round(w * s), -1, 1)``: every weight under half the
     largest one rounds to 0, so heavy-tailed weights end up mostly zero.
@@ -54,14 +59,62 @@ def ternary_absmax_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return (w * scale).round().clamp(-1, 1), scale
 
 
+# The ternary scale of FTerViT's operators: (per tensor, per output channel) quantizers.
+TERNARY_SCALES = {
+    "absmean": (ternary_absmean, ternary_absmean_per_channel),
+    "absmax": (ternary_absmax, ternary_absmax_per_channel),
+}
+
+TWN_THRESHOLD = 0.7  # Ternary Weight Networks' approximation of the optimal threshold
+
+
+def _ternary_twn(w: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    magnitude = w.abs()
+    keep = magnitude > TWN_THRESHOLD * magnitude.mean(dim=dims, keepdim=True)
+    kept = keep.sum(dim=dims, keepdim=True).clamp(min=1)  # an all-zero group keeps nothing
+    alpha = (magnitude * keep).sum(dim=dims, keepdim=True) / kept
+    return torch.sign(w) * keep, 1.0 / alpha.clamp(min=EPS)
+
+
+def ternary_twn(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-tensor Ternary Weight Networks quantizer (TerViT's, on LayerNorm parameters).
+
+    ``delta = 0.7 * mean|w|``; ``q = sign(w)`` where ``|w| > delta``, else 0;
+    ``alpha = mean(|w| where |w| > delta)``; value ``q * alpha``, so the scale is ``1 / alpha``.
+    """
+    return _ternary_twn(w, tuple(range(w.dim())))
+
+
+def ternary_twn_per_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """TerViT's channel-wise ternarization: :func:`ternary_twn` per output channel (dim 0).
+
+    Each channel has its own threshold and scale; the scale keeps ``w``'s rank.
+    """
+    return _ternary_twn(w, tuple(range(1, w.dim())))
+
+
+def _int8_absmax(x: torch.Tensor, dims: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    scale = INT8_MAX / x.abs().amax(dim=dims, keepdim=True).clamp(min=EPS)
+    return (x * scale).round().clamp(INT8_MIN, INT8_MAX), scale
+
+
+def int8_per_tensor(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Int8 absmax quantizer with one scale for the tensor (int8 LayerNorm parameters)."""
+    return _int8_absmax(w, tuple(range(w.dim())))
+
+
+def int8_per_output_channel(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Int8 absmax quantizer per output channel (dim 0) of a weight (TerViT's 8-bit stage)."""
+    return _int8_absmax(w, tuple(range(1, w.dim())))
+
+
 def int8_per_token(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Int8 absmax quantizer over the last dim (inputs of every BitLinear).
 
     ``s = 127 / max(max_j |x_j|, eps)``; ``q = clamp(round(x * s), -128, 127)``.
     The scale has shape ``x.shape[:-1] + (1,)``.
     """
-    scale = INT8_MAX / x.abs().amax(dim=-1, keepdim=True).clamp(min=EPS)
-    return (x * scale).round().clamp(INT8_MIN, INT8_MAX), scale
+    return _int8_absmax(x, (-1,))
 
 
 def int8_per_channel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -71,8 +124,7 @@ def int8_per_channel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
     if x.dim() != 4:
         raise ValueError(f"int8_per_channel expects an NCHW tensor, got shape {tuple(x.shape)}")
-    scale = INT8_MAX / x.abs().amax(dim=(-2, -1), keepdim=True).clamp(min=EPS)
-    return (x * scale).round().clamp(INT8_MIN, INT8_MAX), scale
+    return _int8_absmax(x, (-2, -1))
 
 
 def ste(x: torch.Tensor, x_quant: torch.Tensor) -> torch.Tensor:

@@ -108,6 +108,39 @@ def _packed_2bit(shape: tuple[int, ...]) -> tuple[int, int]:
     return rows * row_bytes(k, Kind.TQ2), 4 * rows
 
 
+def recipe_bytes(model: nn.Module) -> dict[str, int]:
+    """Bytes of any student (``ftervit distill --quant/--scope``), by one rule for every recipe.
+
+    Ternary tensors as 2-bit codes per row (tq2) and int8 tensors as one byte a value, each
+    with its FP32 scales (one per tensor, or per output channel for TerViT's, the int8 and
+    the patch-embedding quantizers); every other parameter at 4 bytes (FP32), except
+    BitLinear biases, which are never used. For FTerViT's own students the .ftv file is
+    smaller (FP16 position embeddings and RMSNorm weights): this rule is for comparing recipes.
+
+    Returns:
+        ``{"codes", "scales", "fp32", "total"}`` in bytes.
+    """
+    from ftervit.layers import BitConv2d, BitLinear, QuantConv2d, QuantLayerNorm, QuantLinear, TernaryLayerNorm
+
+    out = dict.fromkeys(("codes", "scales", "fp32"), 0)
+    per_channel = (BitConv2d, QuantConv2d, QuantLinear)
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            quantized = name == "weight" or (name == "bias" and isinstance(module, (TernaryLayerNorm, QuantLayerNorm)))
+            if isinstance(module, BitLinear) and name == "bias":
+                continue
+            if quantized and isinstance(module, (BitLinear, BitConv2d, TernaryLayerNorm, QuantLinear, QuantConv2d,
+                                                 QuantLayerNorm)):
+                rows, k = rows_and_k(tuple(p.shape))
+                int8 = getattr(module, "quant", "tervit") == "int8"
+                out["codes"] += rows * (k if int8 else row_bytes(k, Kind.TQ2))
+                out["scales"] += 4 * rows if isinstance(module, per_channel) else 4
+            else:
+                out["fp32"] += 4 * p.numel()
+    out["total"] = sum(out.values())
+    return out
+
+
 def component_bytes(model: nn.Module, packed: Packed) -> dict[str, dict[str, int]]:
     """``{scenario: {category: bytes}}`` for the scenarios of the paper's Figure 1b.
 

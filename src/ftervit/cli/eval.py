@@ -12,7 +12,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Evaluate a ternary checkpoint of MODEL on the test split of --data (ImageNet and "
                     "image folders: val/), with the FP32 --teacher beside it when given.")
     p.add_argument("--model", required=True, help="timm ViT name or ftervit preset")
-    p.add_argument("--checkpoint", required=True, help="ternary checkpoint (.pth from ftervit distill, published file)")
+    p.add_argument("--checkpoint", required=True,
+                   help="ternary checkpoint (.pth from ftervit distill: last.pth, best.pth, epoch_NNN.pth; published "
+                        "file); the student is rebuilt with the --quant/--scope it was trained with")
     p.add_argument("--data", required=True, help="digits, fashion-mnist, cifar10, cifar100, imagefolder or imagenet")
     p.add_argument("--data-dir", help="dataset directory (Fashion-MNIST default: the Debian package's)")
     p.add_argument("--teacher", help="FP32 teacher checkpoint of the same architecture")
@@ -31,7 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ftervit.evaluation import evaluate_checkpoints
+    from ftervit.factory import student_recipe
 
+    if args.engine:  # before the PyTorch pass: the engine runs FTerViT students only
+        student_recipe(args.checkpoint, ftervit_only=True)
     result = evaluate_checkpoints(args.model, args.checkpoint, args.data, teacher=args.teacher,
                                   data_dir=args.data_dir, img_size=args.img_size, batch_size=args.batch_size,
                                   workers=args.workers, device=args.device, download=args.download)

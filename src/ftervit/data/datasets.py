@@ -122,7 +122,8 @@ def build_data(
         data_cfg: the model's timm data config (``timm.data.resolve_data_config(model=m)``).
         data_dir: where the data lies: Fashion-MNIST IDX files (default: the Debian package's
             directory), CIFAR's torchvision layout, or ``train/`` and ``val/`` class folders.
-        augment: ``"default"`` (augmentation suited to the data) or ``"none"``.
+        augment: ``"default"`` (augmentation suited to the data), ``"flip"`` (horizontal flips
+            only; small images) or ``"none"``.
         re_prob: random-erasing probability on training images.
         download: let torchvision download Fashion-MNIST or CIFAR into ``data_dir``.
         train: also build the training split; evaluation passes False, so that an image
@@ -137,6 +138,8 @@ def build_data(
     if name.startswith("cifar"):
         data_cfg = {**data_cfg, "mean": CIFAR_MEAN_STD[0], "std": CIFAR_MEAN_STD[1]}
     if name in ("imagefolder", "imagenet"):
+        if augment == "flip":
+            raise FtervitError(f"--augment flip is for digits, fashion-mnist and cifar; {name} takes default or none")
         train_tf = folder_transform(data_cfg, True, augment, re_prob)
         test_tf = folder_transform(data_cfg, False)
     else:

@@ -9,7 +9,8 @@ import torch.nn as nn
 from ftervit.data import DataSplits, build_data, eval_loader, model_data_config
 from ftervit.device import resolve_device
 from ftervit.evaluation.metrics import evaluate
-from ftervit.factory import create_model, create_teacher, load_weights
+from ftervit.conversion import convert
+from ftervit.factory import create_teacher, create_timm_model, load_weights, student_recipe
 
 
 def evaluate_checkpoints(
@@ -25,6 +26,9 @@ def evaluate_checkpoints(
     download: bool = False,
 ) -> dict[str, Any]:
     """Evaluate the ternary ``checkpoint`` (and the FP32 ``teacher``) of architecture ``model``.
+
+    The student is rebuilt with the recipe its checkpoint records (``ftervit distill
+    --quant/--scope/--weight-scale``); plain state dicts are FTerViT students.
 
     Returns:
         ``{"data", "n", "ternary": {"top1", "top5", "loss"}, "teacher": {...} (when given)}``,
@@ -55,14 +59,20 @@ def load_test_split_and_student(
     data_dir: str | Path | None = None,
     img_size: int | None = None,
     download: bool = False,
+    ftervit_only: bool = False,
 ) -> tuple[DataSplits, nn.Module]:
     """The test split of ``data`` (no training split) and the ternary ``checkpoint`` loaded strictly for it.
 
+    The student is built with the recipe the checkpoint records; ``ftervit_only`` refuses
+    any recipe but FTerViT's (the C engine runs no other).
+
     Raises:
         FtervitError: unknown dataset or model, missing files, a checkpoint with another class
-            count or of another architecture.
+            count or of another architecture (or recipe, with ``ftervit_only``).
     """
+    recipe = student_recipe(checkpoint, ftervit_only)
     splits = build_data(data, model_data_config(model, img_size), data_dir, download=download, train=False)
-    student = create_model(model, num_classes=splits.num_classes, **({"img_size": img_size} if img_size else {}))
+    kwargs = {"img_size": img_size} if img_size else {}
+    student = convert(create_timm_model(model, num_classes=splits.num_classes, **kwargs), recipe)
     load_weights(student, checkpoint, splits.num_classes, f"ternary checkpoint for {model}")
     return splits, student.eval()

@@ -42,7 +42,8 @@ def evaluate_engine(
         FtervitError: unknown dataset, missing files, a checkpoint or engine file that does not
             fit the data (class count, input shape).
     """
-    splits, student = load_test_split_and_student(model, checkpoint, data, data_dir, img_size, download)
+    splits, student = load_test_split_and_student(model, checkpoint, data, data_dir, img_size, download,
+                                                  ftervit_only=True)
     return compare_engine(student, engine_file, splits.test, data, batch_size, threads, progress)
 
 

@@ -49,6 +49,7 @@ from ftervit.export.reader import parse
 from ftervit.layers import BitConv2d, BitLinear, TernaryLayerNorm
 from ftervit.quantization import EPS, ternary_absmean, ternary_absmean_per_channel
 
+_FTERVIT_TYPES = (BitLinear, BitConv2d, TernaryLayerNorm)
 # Storage of the floating-point leftovers (docs/format.md gives the measurements of
 # benchmarks/format_precision.py). FP16 changes a trained model's logits measurably, though
 # less than the reference's bf16 eval path; it is used only where the published file sizes
@@ -122,6 +123,11 @@ def _unsupported_parts(model: VisionTransformer) -> list[str]:
         if blk.attn.num_heads != model.blocks[0].attn.num_heads or mlp.fc1.out_features != model.blocks[0].mlp.fc1.out_features:
             problems.append(f"blocks.{i}: heads and MLP width must be the same in every block")
     for name, m in model.named_modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d, nn.LayerNorm)) and not isinstance(m, _FTERVIT_TYPES):
+            problems.append(f"{name}: {type(m).__name__} is not an FTerViT operator (FP32 or another "
+                            "recipe's, e.g. ftervit distill --quant tervit or --scope encoder)")
+        elif getattr(m, "weight_scale", "absmean") != "absmean":
+            problems.append(f"{name}: ternary scale {m.weight_scale} (the format stores absmean codes)")
         if isinstance(m, nn.LayerNorm) and (m.weight is None or m.bias is None):
             problems.append(f"{name}: LayerNorm without weight or bias")
         if isinstance(m, nn.RMSNorm) and m.eps is None:

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ftervit.quantization import EPS, fake_quant, int8_per_token, ternary_absmean
+from ftervit.quantization import EPS, TERNARY_SCALES, fake_quant, int8_per_token
 
 EvalPrecision = Literal["fp32", "bf16"]
 
@@ -29,6 +29,8 @@ class BitLinear(nn.Linear):
     ``eval_precision="bf16"`` instead reproduces the reference's eval path, which multiplies
     the integer codes and divides by the scales in bfloat16 (8 mantissa bits), for users who
     must reproduce its numbers to the last digit; it applies only when autograd is off.
+    ``weight_scale = "absmax"`` (set by :func:`ftervit.layers.set_weight_scale`) swaps the
+    absmean scale for absmax, an ablation that the file format does not store.
 
     Args:
         in_features: input width.
@@ -36,6 +38,8 @@ class BitLinear(nn.Linear):
         bias: whether to create the (unused) bias parameter.
         eval_precision: ``"fp32"`` (default, exact) or ``"bf16"`` (reference eval rounding).
     """
+
+    weight_scale = "absmean"
 
     def __init__(
         self,
@@ -64,13 +68,15 @@ class BitLinear(nn.Linear):
         # Under bf16 autocast x arrives in bf16: normalize and quantize in the norm's (FP32)
         # precision, as the engine does; only the matmul runs in bf16.
         h = self.norm(x.to(self.norm.weight.dtype))
+        ternary = TERNARY_SCALES[self.weight_scale][0]
         if self.eval_precision == "bf16" and not torch.is_grad_enabled():
             x_codes, x_scale = int8_per_token(h)
-            w_codes, w_scale = ternary_absmean(self.weight)
+            w_codes, w_scale = ternary(self.weight)
             bf = torch.bfloat16
             y = F.linear(x_codes.to(bf), w_codes.to(bf)) / x_scale.to(bf) / w_scale.to(bf)
             return y.to(h.dtype)
-        return F.linear(fake_quant(h, int8_per_token), fake_quant(self.weight, ternary_absmean))
+        return F.linear(fake_quant(h, int8_per_token), fake_quant(self.weight, ternary))
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, bias_added=False, eval_precision={self.eval_precision}"
+        scale = "" if self.weight_scale == "absmean" else f", weight_scale={self.weight_scale}"
+        return f"{super().extra_repr()}, bias_added=False, eval_precision={self.eval_precision}{scale}"

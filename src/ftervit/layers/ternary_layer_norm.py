@@ -5,7 +5,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ftervit.quantization import fake_quant, ternary_absmean
+from ftervit.quantization import TERNARY_SCALES, fake_quant
 
 
 class TernaryLayerNorm(nn.LayerNorm):
@@ -16,8 +16,11 @@ class TernaryLayerNorm(nn.LayerNorm):
     information, so the input is normalized in FP32 whatever its dtype.
     """
 
+    weight_scale = "absmean"  # or "absmax" (ablation; ftervit.layers.set_weight_scale)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = None if self.weight is None else fake_quant(self.weight.float(), ternary_absmean)
-        bias = None if self.bias is None else fake_quant(self.bias.float(), ternary_absmean)
+        ternary = TERNARY_SCALES[self.weight_scale][0]
+        weight = None if self.weight is None else fake_quant(self.weight.float(), ternary)
+        bias = None if self.bias is None else fake_quant(self.bias.float(), ternary)
         y = F.layer_norm(x.float(), self.normalized_shape, weight, bias, self.eps)
         return y.to(x.dtype)

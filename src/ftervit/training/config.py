@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from ftervit.conversion import StudentRecipe
 from ftervit.data.transforms import AUGMENT
 from ftervit.errors import FtervitError
 from ftervit.fileio import atomic_write_text
@@ -51,16 +52,27 @@ class TrainConfig:
     weight_decay: float = _opt(0.05, "AdamW weight decay (not on norms, biases, embeddings)")
     label_smoothing: float = _opt(0.1, "label smoothing of the cross-entropy", modes=("teacher",))
     temperature: float = _opt(1.0, "distillation temperature (KL scaled by T^2)", modes=("distill",))
+    ce_weight: float = _opt(0.0, "add this times the cross-entropy with the labels to the KL (0: KL only, "
+                                 "the paper's recipe)", modes=("distill",))
+    quant: str = _opt("ftervit", "student quantizer: ftervit (absmean ternary, FTerViT), tervit (TerViT's "
+                                 "channel-wise TWN ternary) or int8 (per-channel int8 weights)", modes=("distill",))
+    scope: str = _opt("full", "what is quantized: full (everything, as FTerViT) or encoder (only qkv, proj, "
+                              "fc1, fc2; patch embedding, LayerNorm and head stay FP32)", modes=("distill",))
+    weight_scale: str = _opt("absmean", "ternary scale of --quant ftervit: absmean (the paper's) or absmax "
+                                        "(ablation; not exportable)", modes=("distill",))
     grad_clip: float | None = _opt(None, "clip the gradient norm to this value")
     drop_path: float = _opt(0.0, "stochastic depth rate")
-    augment: str = _opt("default", "default (suited to the data) or none")
+    augment: str = _opt("default", "default (suited to the data), flip (horizontal flips only) or none")
     re_prob: float = _opt(0.0, "random-erasing probability")
     seed: int = _opt(0, "seed of weights, data order and augmentation")
     workers: int = _opt(0, "data-loader worker processes (0: load in the main process)")
     device: str | None = _opt(None, "cpu or cuda (default: cuda when available)")
     threads: int | None = _opt(None, "CPU threads of torch (default: torch's, one per core); 1 is fastest on a busy machine")
     amp: bool = _opt(False, "bfloat16 autocast (GPUs)")
-    compile: bool = _opt(False, "torch.compile the model (GPUs)")
+    compile: bool = _opt(False, "torch.compile the model and the teacher (GPUs, and CPUs: distillation runs "
+                                "twice as fast on one core)")
+    save_epochs: str | None = _opt(None, "also keep a copy of the checkpoint after these epochs as epoch_NNN.pth, "
+                                         "e.g. 1,2,4 (for --init, eval and Phase-2 restarts)")
     resume: bool = _opt(False, "continue the run in --out from last.pth")
     overwrite: bool = _opt(False, "start afresh even if --out holds a run")
     quiet: bool = _opt(False, "no progress bars or per-epoch lines")
@@ -100,7 +112,29 @@ class TrainConfig:
             raise FtervitError(f"warmup_epochs ({cfg.warmup_epochs}) exceeds epochs ({cfg.epochs})")
         if cfg.min_lr > cfg.lr:
             raise FtervitError(f"min_lr ({cfg.min_lr}) exceeds lr ({cfg.lr}): the cosine schedule decays from lr to min_lr")
+        if not cfg.ce_weight >= 0:
+            raise FtervitError(f"ce_weight must be 0 or more, got {cfg.ce_weight}")
+        _, snapshots = cfg.recipe, cfg.snapshot_epochs  # both raise FtervitError for bad values
+        bad = [e for e in snapshots if e > cfg.epochs]
+        if bad:
+            raise FtervitError(f"save_epochs {bad[0]} exceeds epochs ({cfg.epochs})")
         return cfg
+
+    @property
+    def recipe(self) -> StudentRecipe:
+        """The student's quantization recipe (``--quant``, ``--scope``, ``--weight-scale``)."""
+        return StudentRecipe(self.quant, self.scope, self.weight_scale)
+
+    @property
+    def snapshot_epochs(self) -> tuple[int, ...]:
+        """The epochs of ``--save-epochs``, sorted; raises FtervitError if it is not a list of epochs."""
+        if not self.save_epochs:
+            return ()
+        items = [t for t in self.save_epochs.replace(",", " ").split() if t]
+        if not all(t.isdigit() and int(t) > 0 for t in items):
+            raise FtervitError(f"save_epochs must be epoch numbers separated by commas (e.g. 1,2,4), "
+                               f"got {self.save_epochs!r}")
+        return tuple(sorted({int(t) for t in items}))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -123,6 +157,8 @@ def normalized(values: dict[str, Any], source: str) -> dict[str, Any]:
     out = {}
     for name, value in values.items():
         kind = field_type(name)
+        if kind is str and isinstance(value, (list, tuple)):  # YAML's save_epochs: [1, 2, 4]
+            value = ",".join(str(v) for v in value)
         if value is None or isinstance(value, kind) or (kind is float and isinstance(value, int)):
             out[name] = value
             continue

@@ -6,8 +6,9 @@ from typing import Any
 
 import torch.nn as nn
 
-from ftervit.conversion import make_ternary
-from ftervit.factory import create_teacher, create_timm_model, load_weights
+from ftervit.conversion import convert
+from ftervit.errors import CheckpointError
+from ftervit.factory import create_teacher, create_timm_model, load_weights, student_recipe
 from ftervit.layers import BitLinear
 from ftervit.training.config import TEACHER_PRETRAINED, TrainConfig
 
@@ -16,8 +17,9 @@ def build_models(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, nn.Modu
     """``(trainable model, frozen teacher or None)`` for ``cfg``.
 
     Teacher mode trains an FP32 model (random, timm-pretrained or ``--init``). Distillation
-    converts the teacher's weights with ``make_ternary`` (Phase 1), then optionally loads
-    ``--init`` into the student (Phase 2, or continuing Phase 1 from a checkpoint).
+    converts the teacher's weights into the student of ``cfg.recipe`` (``make_ternary`` by
+    default; Phase 1), then optionally loads ``--init`` into the student (Phase 2, continuing
+    Phase 1 from a checkpoint, or TerViT's second stage from an int8 student).
     """
     kwargs: dict[str, Any] = {"drop_path_rate": cfg.drop_path}
     if cfg.img_size:
@@ -29,11 +31,17 @@ def build_models(cfg: TrainConfig, num_classes: int) -> tuple[nn.Module, nn.Modu
         return model.train(), None
     teacher = create_teacher(cfg.model, None if cfg.teacher == TEACHER_PRETRAINED else cfg.teacher,
                              num_classes, **kwargs)
-    student = make_ternary(copy.deepcopy(teacher)).train().requires_grad_(True)
+    student = convert(copy.deepcopy(teacher), cfg.recipe).train().requires_grad_(True)
     for module in student.modules():
         if isinstance(module, BitLinear) and module.bias is not None:
             # Saved but never added (SPEC section 2): frozen, so DDP does not wait for its gradient.
             module.bias.requires_grad_(False)
     if cfg.init:
-        load_weights(student, cfg.init, num_classes, f"ternary --init checkpoint for {cfg.model}")
+        try:
+            load_weights(student, cfg.init, num_classes, f"ternary --init checkpoint for {cfg.model}")
+        except CheckpointError as exc:
+            init = student_recipe(cfg.init)
+            if init == cfg.recipe:
+                raise
+            raise CheckpointError(f"{exc}; it was trained with {init.flags}, this run uses {cfg.recipe.flags}") from exc
     return student, teacher

@@ -1,8 +1,9 @@
 """The one training loop behind ``ftervit teacher`` and ``ftervit distill`` (the loss differs).
 
 Teacher: label-smoothed cross-entropy. Distillation: forward KL(teacher || student) on the
-logits of the frozen FP32 teacher. AdamW, per-step cosine schedule with linear warmup
-(timm), validation top-1/top-5 every epoch, ``last.pth`` and ``best.pth`` written
+logits of the frozen FP32 teacher (plus ``--ce-weight`` times the cross-entropy, an
+ablation). AdamW, per-step cosine schedule with linear warmup (timm), validation top-1/top-5
+every epoch, ``last.pth``, ``best.pth`` and the ``--save-epochs`` snapshots written
 atomically by rank 0. Under ``torchrun`` the model is wrapped in DDP and every process
 reads its own shard of each epoch's permutation.
 """
@@ -32,13 +33,19 @@ from ftervit.evaluation import evaluate, topk_correct
 from ftervit.training import distributed
 from ftervit.fileio import atomic_save, atomic_write_text
 from ftervit.training.checkpoints import load_training_state, rng_state, set_rng_state
-from ftervit.training.config import TrainConfig, save_yaml
+from ftervit.training.config import FIELDS, TrainConfig, save_yaml
 from ftervit.training.losses import cross_entropy, distillation_kl
 from ftervit.training.models import build_models
 from ftervit.training.plots import plot_curves
 
 # Settings that may differ when resuming: where things are and how fast they run, not what is computed.
-_RUNTIME = ("data_dir", "download", "out", "workers", "device", "threads", "compile", "resume", "overwrite", "quiet")
+_RUNTIME = ("data_dir", "download", "out", "workers", "device", "threads", "compile", "save_epochs", "resume",
+            "overwrite", "quiet")
+
+
+def snapshot_name(epoch: int) -> str:
+    """The file name of the ``--save-epochs`` snapshot after ``epoch``: ``epoch_NNN.pth``."""
+    return f"epoch_{epoch:03d}.pth"
 
 
 def seed_everything(seed: int) -> None:
@@ -73,8 +80,9 @@ def _resume_state(cfg: TrainConfig, out: Path) -> dict[str, Any] | None:
         return None
     state = load_training_state(last)
     saved = state["config"]
-    differ = [f"{k} ({saved.get(k)!r} in the checkpoint, {v!r} now)"
-              for k, v in cfg.to_dict().items() if k not in _RUNTIME and saved.get(k) != v]
+    # A setting that an older checkpoint lacks had its default value then.
+    differ = [f"{k} ({saved.get(k, FIELDS[k].default)!r} in the checkpoint, {v!r} now)"
+              for k, v in cfg.to_dict().items() if k not in _RUNTIME and saved.get(k, FIELDS[k].default) != v]
     if differ:
         raise FtervitError(f"cannot resume {last} exactly with other settings: {'; '.join(differ)}; "
                            "start a new run (another --out, or --init from this checkpoint)")
@@ -106,6 +114,8 @@ def _train_epoch(model: nn.Module, teacher: nn.Module | None, loader: DataLoader
                 with torch.no_grad():
                     teacher_logits = teacher(images)
                 loss = distillation_kl(logits, teacher_logits, cfg.temperature)
+                if cfg.ce_weight:
+                    loss = loss + cfg.ce_weight * cross_entropy(logits, targets)
         if distributed.any_true(not torch.isfinite(loss).item(), device):
             raise _Stop(f"loss became {loss.item()} at epoch {epoch + 1}, batch {i + 1} of {len(loader)} "
                         f"(step {step + 1}); stopped before applying it")
@@ -131,8 +141,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     """Run the teacher training or distillation that ``cfg`` describes; return its metrics.
 
     Writes ``config.yaml``, ``last.pth`` and ``best.pth`` (model, optimizer, scheduler,
-    epoch/step, RNG states of every process, config, history), ``log.jsonl`` and, at the end,
-    ``curves.png`` into ``cfg.out``.
+    epoch/step, RNG states of every process, config, history), a copy ``epoch_NNN.pth`` after
+    each epoch of ``cfg.save_epochs``, ``log.jsonl`` and, at the end, ``curves.png`` into
+    ``cfg.out``.
 
     Raises:
         FtervitError: bad settings, data or checkpoints (nothing is written), or a non-finite
@@ -195,8 +206,9 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv) -> dict[str, Any]:
     raw = model
     if env.world_size > 1:
         model = DistributedDataParallel(model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
-    if cfg.compile:
+    if cfg.compile:  # the frozen teacher too: its forward pass is a third of a distillation step
         model = torch.compile(model)
+        teacher = torch.compile(teacher) if teacher is not None else None
     if env.is_main:
         out.mkdir(parents=True, exist_ok=True)
         save_yaml(cfg, out / "config.yaml")
@@ -222,6 +234,8 @@ def _run(cfg: TrainConfig, env: distributed.DistEnv) -> dict[str, Any]:
                         "config": cfg.to_dict(), "rng": rngs, "ftervit_version": __version__}
                 atomic_save(out / "last.pth", ckpt)
                 saved = epoch + 1
+                if saved in cfg.snapshot_epochs:
+                    atomic_save(out / snapshot_name(saved), ckpt)
                 if val["top1"] > best:
                     atomic_save(out / "best.pth", ckpt)
                 atomic_write_text(out / "log.jsonl", "".join(json.dumps(h) + "\n" for h in history))
