@@ -59,3 +59,22 @@ def trained(tmp_path_factory) -> dict[str, Path]:
 
 def state_of(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=True)["model"]
+
+
+# Every kernel set the engine selects by FTV_KERNELS (a set the CPU lacks falls back to one it
+# has); None: the variable unset, the best set the CPU runs.
+KERNEL_SETS = ("scalar", "lut", "avx2", None)
+
+
+@pytest.fixture()
+def each_kernel_set(monkeypatch):
+    """``for kernels in each_kernel_set():`` runs its body once per kernel set, with
+    ``FTV_KERNELS`` set for an engine loaded in it."""
+    def sets():
+        for kernels in KERNEL_SETS:
+            if kernels:
+                monkeypatch.setenv("FTV_KERNELS", kernels)
+            else:
+                monkeypatch.delenv("FTV_KERNELS", raising=False)
+            yield kernels
+    return sets

@@ -61,7 +61,7 @@ def test_rollout_full_depth_deit3(tmp_path):
 
 
 @pytest.mark.parametrize("fmt", ["tq2", "tq1"])
-def test_rollout_identical_on_every_kernel_set_and_thread_count(tmp_path, monkeypatch, fmt):
+def test_rollout_identical_on_every_kernel_set_and_thread_count(tmp_path, each_kernel_set, fmt):
     """The logits equal the plain pass's to the bit, and the map is the same on every kernel
     set and thread count (it is computed from bit-identical queries and keys)."""
     _, path = exported(tmp_path, "deit_tiny_patch16_224", fmt, num_classes=10, depth=2)
@@ -69,11 +69,7 @@ def test_rollout_identical_on_every_kernel_set_and_thread_count(tmp_path, monkey
     want_logits = Engine(path).forward(x)
     _, want_maps = Engine(path).forward_rollout(x)
     seen = set()
-    for kernels in ("scalar", "lut", "avx2", None):
-        if kernels:
-            monkeypatch.setenv("FTV_KERNELS", kernels)
-        else:
-            monkeypatch.delenv("FTV_KERNELS", raising=False)
+    for _ in each_kernel_set():
         for threads in (1, 2):
             engine = Engine(path, threads=threads)
             seen.add(engine.kernels)
