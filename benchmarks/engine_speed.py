@@ -7,7 +7,9 @@ input, with 1 and with 2 threads:
 
 - ``engine_tq2``: ``ftervit.engine.Engine`` on the model exported as tq2, kernels chosen at
   load, exact numerics (the default); ``engine_tq2_fast``: the same with ``numerics="fast"``
-  (x86); ``--tq1`` adds the tq1 file, ``--scalar`` the portable kernels;
+  (x86); ``engine_tq2_amx``: the AMX set (``FTV_KERNELS=amx``), on CPUs that run it only (it is
+  not picked on its own yet: docs/engine.md); ``--tq1`` adds the tq1 file, ``--scalar`` the
+  portable kernels;
 - ``torch_fp32``: the timm model in PyTorch eager, ``torch.set_num_threads``, ``inference_mode``;
 - ``onnxruntime_int8_dynamic``: ``torch.onnx.export`` (opset 17), then
   ``quantize_dynamic(weight_type=QInt8)``; ``intra_op_num_threads``;
@@ -248,6 +250,14 @@ def bench_model(name: str, threads_list: list[int], runs: int, tq1: bool, scalar
             engines[f"engine_{fmt}"] = Engine(path, threads=threads)
             if fmt == "tq2" and engines["engine_tq2"].kernels in ("avx2", "avx512"):
                 engines["engine_tq2_fast"] = Engine(path, threads=threads, numerics="fast")
+            if fmt == "tq2":  # the AMX set, not picked on its own yet (docs/engine.md), where the CPU has AMX
+                os.environ["FTV_KERNELS"] = "amx"
+                try:
+                    amx = Engine(path, threads=threads)
+                finally:
+                    del os.environ["FTV_KERNELS"]
+                if amx.kernels == "amx":
+                    engines["engine_tq2_amx"] = amx
             if scalar:
                 os.environ["FTV_KERNELS"] = "scalar"
                 try:

@@ -62,8 +62,9 @@ def state_of(path: Path) -> dict[str, torch.Tensor]:
 
 
 # Every kernel set the engine selects by FTV_KERNELS (a set the CPU lacks falls back to one it
-# has); None: the variable unset, the best set the CPU runs.
-KERNEL_SETS = ("scalar", "lut", "avx2", None)
+# has: "amx" is the AVX-512 set on a CPU without AMX); None: the variable unset, the best set the
+# CPU runs.
+KERNEL_SETS = ("scalar", "lut", "avx2", "amx", None)
 
 
 @pytest.fixture()

@@ -107,6 +107,35 @@ def test_threads_and_kernels_give_identical_logits(tmp_path, monkeypatch, fmt):
     assert one.arena_bytes < two.arena_bytes and scalar.arena_bytes < scalar_two.arena_bytes <= 1_000_000
 
 
+def test_amx_kernels_emulated_give_identical_logits(tmp_path):
+    """The AMX set, its tile instructions emulated in C (engine/src/ftv_amx.h), on 197 tokens
+    (6 tiles of 32 and 5 on the VNNI tile) and 2 threads: the exact logits of the binding's set.
+    The tiles themselves run only on a CPU with AMX (docs/engine.md)."""
+    if not shutil.which("cc"):
+        pytest.skip("no C compiler")
+    build = subprocess.run(["make", "-s", "-C", str(ENGINE), "build/amx-emu/ftervit-run"], capture_output=True,
+                           text=True)
+    assert build.returncode == 0, build.stderr
+    torch.manual_seed(0)
+    model = create_model("deit3_small_patch16_224", num_classes=10, depth=2).eval()
+    path = tmp_path / "m.ftv"
+    export_model(model, path, "tq2")
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1)).numpy()
+    inputs = [tmp_path / f"x{i}.f32" for i in range(len(x))]
+    for xi, name in zip(x, inputs):
+        xi.tofile(name)
+    engine = Engine(path)
+    if engine.kernels != "avx512":
+        pytest.skip("no AVX-512 VNNI here: the emulated AMX set needs it")
+    want = engine.forward(x)
+    for kernels in ("amx", "scalar"):
+        proc = subprocess.run([ENGINE / "build" / "amx-emu" / "ftervit-run", "-v", "-t", "2", "--logits", path,
+                               *inputs], capture_output=True, text=True, env=dict(os.environ, FTV_KERNELS=kernels))
+        assert proc.returncode == 0 and f"kernels {kernels}, 2 threads" in proc.stderr, proc.stderr
+        got = np.array([line.split() for line in proc.stdout.splitlines()], np.float32)
+        np.testing.assert_array_equal(got, want)
+
+
 def test_fast_numerics(tmp_path, monkeypatch):
     """numerics="fast" (x86 kernels): near the exact mode's logits, the same top-1, the same
     logits with any number of threads; refused by the scalar kernels and for unknown names."""

@@ -72,7 +72,8 @@ int ftv_model_threads(const ftv_model *m);
 /* The kernels chosen at load: "avx512" (x86 CPUs with AVX-512 F/BW/DQ/VL and VNNI), "avx2"
  * (x86 CPUs with AVX2 and F16C) or "scalar" (everything else). The environment caps the choice
  * at load: FTV_KERNELS=avx2 or FTV_KERNELS=scalar (FTV_FORCE_SCALAR=1 is the same as the
- * latter). Every set gives bit-identical logits. */
+ * latter); FTV_KERNELS=lut and FTV_KERNELS=amx (CPUs with AMX-INT8; not chosen otherwise until
+ * it has run on one) name sets never chosen on their own. Every set gives bit-identical logits. */
 const char *ftv_model_kernels(const ftv_model *m);
 
 /* The float arithmetic of attention, softmax and GELU:

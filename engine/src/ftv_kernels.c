@@ -1,10 +1,16 @@
 /* What every kernel set shares: reading the file's vectors and ternary codes, and the choice of
  * a set for a model (the one place that knows them all). See ftv_kernels.h. */
+#define _GNU_SOURCE /* syscall(): the AMX permission */
 #include "ftv_kernels.h"
 
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__) && defined(__linux__) && !defined(FTV_AMX_EMULATE)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 #include "ftv_math.h"
 
@@ -37,12 +43,33 @@ static int cpu_avx512(void) {
            __builtin_cpu_supports("avx512vnni");
 }
 #endif
+#if defined(__x86_64__)
+/* AMX-TILE and AMX-INT8 (CPUID leaf 7: EDX bits 24, 25; compilers' __builtin_cpu_supports names
+ * differ by version), and Linux's permission to use the tile data, asked for the process
+ * (arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA; granted again when asked again). Built
+ * with FTV_AMX_EMULATE (ftv_amx.h), the tiles are C and the set runs wherever AVX-512 does. */
+static int cpu_amx(void) {
+#if defined(FTV_AMX_EMULATE)
+    return cpu_avx512();
+#elif defined(__linux__)
+    unsigned a, b, c, d;
+    if (!cpu_avx512() || !__get_cpuid_count(7, 0, &a, &b, &c, &d) || !((d >> 24) & 1) || !((d >> 25) & 1)) return 0;
+    return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
+#else
+    return 0; /* other systems: their permission call is not written yet */
+#endif
+}
+#endif
 
 static const struct {
     const ftv_kernels *set;
     int (*runs)(void);
     int automatic; /* picked without being named */
 } sets[] = {
+#if defined(__x86_64__)
+    /* not automatic until it has run bit-identical on a CPU with AMX (ftv_kernels_amx.c) */
+    {&ftv_kernels_amx_set, cpu_amx, 0},
+#endif
 #if defined(__x86_64__) || defined(__i386__)
     {&ftv_kernels_avx512_set, cpu_avx512, 1},
     {&ftv_kernels_avx2_set, cpu_avx2, 1},
@@ -59,6 +86,10 @@ const ftv_kernels *ftv_kernels_by_name(const char *name) {
 }
 
 const ftv_kernels *ftv_kernels_fast(const ftv_kernels *exact) {
+#if defined(__x86_64__)
+    if (exact == &ftv_kernels_amx_set)
+        return __builtin_cpu_supports("avx512bf16") ? &ftv_kernels_amx_bf16 : &ftv_kernels_amx_fast;
+#endif
 #if defined(__x86_64__) || defined(__i386__)
     if (exact == &ftv_kernels_avx512_set)
         return __builtin_cpu_supports("avx512bf16") ? &ftv_kernels_avx512_bf16 : &ftv_kernels_avx512_fast;

@@ -6,7 +6,10 @@
  *   ftv_kernels_lut.c     the scalar set with a table-lookup GEMM (cores without SIMD multiply-add)
  *   ftv_kernels_avx2.c    x86 with AVX2 (ternary GEMM on vpmaddubsw)
  *   ftv_kernels_avx512.c  x86 with AVX-512 VNNI (ternary GEMM on vpdpbusd)
- *   ftv_kernels_x86.h     what the two x86 sets share, written once for 8 and 16 lanes
+ *   ftv_kernels_amx.c     x86 with AMX-INT8 (ternary GEMM on tdpbsud tiles; only when named, see there)
+ *   ftv_kernels_x86.h     what the x86 sets share, written once for 8 and 16 lanes
+ *   ftv_kernels_vnni.h    the AVX-512 GEMM's panels and register tiles (the AMX set's too)
+ *   ftv_attend_bf16.h     the fast mode's bf16 attention of the 16-lane sets
  *   ftv_kernels.c         shared helpers, and ftv_kernels_select: the one place that knows every set
  *
  * Every float op mirrors PyTorch's order where the SPEC fixes it (rintf for torch.round,
@@ -126,7 +129,7 @@ void ftv_attend(const float *q, int ldq, const float *kt, int ldk, const float *
 /* One implementation of every kernel the forward pass calls. */
 typedef struct ftv_kernels ftv_kernels;
 struct ftv_kernels {
-    const char *name; /* "scalar", "lut", "avx2", "avx512" */
+    const char *name; /* "scalar", "lut", "avx2", "avx512", "amx" */
     /* 1: the fast numerics mode (fused multiply-add; bf16 products of attention's probabilities
      * and values where the CPU has AVX512_BF16; docs/engine.md), 0: exact (every set computes the
      * same bits) */
@@ -187,8 +190,13 @@ extern const ftv_kernels ftv_kernels_avx2_fast;   /* fused multiply-add */
 extern const ftv_kernels ftv_kernels_avx512_fast; /* fused multiply-add */
 extern const ftv_kernels ftv_kernels_avx512_bf16; /* and bf16 probabilities x values (AVX512_BF16) */
 #endif
+#if defined(__x86_64__)
+extern const ftv_kernels ftv_kernels_amx_set;  /* only for CPUs with AMX-TILE, AMX-INT8 and the AVX-512 set's */
+extern const ftv_kernels ftv_kernels_amx_fast; /* its fast variants, as the AVX-512 set's */
+extern const ftv_kernels ftv_kernels_amx_bf16;
+#endif
 
-/* A set by name ("avx512", "avx2", "scalar", "lut") if this CPU and build run it, else NULL. */
+/* A set by name ("amx", "avx512", "avx2", "scalar", "lut") if this CPU and build run it, else NULL. */
 const ftv_kernels *ftv_kernels_by_name(const char *name);
 
 /* The fast-numerics variant of an exact set that this CPU runs, NULL when it has none (the
@@ -196,7 +204,8 @@ const ftv_kernels *ftv_kernels_by_name(const char *name);
 const ftv_kernels *ftv_kernels_fast(const ftv_kernels *exact);
 
 /* What a model uses: the best set the CPU runs (AVX-512, else AVX2, else scalar), unless the
- * environment caps it, read at load: FTV_KERNELS=avx2 | scalar | lut (FTV_FORCE_SCALAR=1 is
+ * environment names one, read at load: FTV_KERNELS=amx (not picked otherwise yet, see
+ * ftv_kernels_amx.c) or caps it: FTV_KERNELS=avx2 | scalar | lut (FTV_FORCE_SCALAR=1 is
  * FTV_KERNELS=scalar). A build may name its default with -DFTV_KERNELS_DEFAULT=\"lut\" (the
  * microcontroller ports' KERNELS=lut). */
 const ftv_kernels *ftv_kernels_select(void);

@@ -5,6 +5,7 @@
  *
  *   FTV_VL                 lanes of a float vector, and rows of an int32 accumulator vector
  *   TILE_TOKENS            most tokens of one register tile of the GEMM
+ *   TILE_BALANCED          (optional, default 1) 0: token tiles all full but the last
  *   ATT_KEY_VECS           key vectors per step of the attention scores (4 queries each)
  *   ATT_PV_QUERIES         queries per step of the weighted values (4 vectors of dimensions)
  *   panel_rgs(k)           row groups (of 8 rows) per decoded panel for rows of k codes
@@ -23,6 +24,10 @@
 #include "ftv_kernels.h"
 #include "ftv_math.h"
 #include "ftv_simd.h"
+
+#ifndef TILE_BALANCED
+#define TILE_BALANCED 1
+#endif
 
 #define INLINE static inline __attribute__((always_inline))
 #define RED (FTV_LANES / FTV_VL) /* vectors of one reduction's partial sums */
@@ -65,7 +70,8 @@ static size_t x86_gemm_scratch(int k, int tokens) {
 
 /* The sweep every GEMM shares: rows [o0, o1) rgs row groups at a time, each panel decoded once,
  * then tiles of up to `most` tokens over it, of balanced sizes (25 tokens: 9 + 8 + 8, not
- * 12 + 12 + 1). tile(ctx, panel, rg, nrg, t0, nt) is inlined (measured: an indirect call costs 5%). */
+ * 12 + 12 + 1), or with TILE_BALANCED 0 all full but the last (the AMX set's tiles take 16
+ * tokens or none). tile(ctx, panel, rg, nrg, t0, nt) is inlined (measured: an indirect call costs 5%). */
 typedef void (*tile_fn)(void *ctx, const uint8_t *panel, int rg, int nrg, int t0, int nt);
 
 INLINE void sweep(const ftv_tmat *w, int o0, int o1, int tokens, uint8_t *panel, const int rgs, const int most,
@@ -81,8 +87,8 @@ INLINE void sweep(const ftv_tmat *w, int o0, int o1, int tokens, uint8_t *panel,
         const int lines = rg + nrg < rg1 ? min_int(rgs, rg1 - rg - nrg) * blocks / 2 : 0; /* 64-byte lines */
         for (int i = 0; i < tiles; i++) {
             for (int l = lines * i / tiles; l < lines * (i + 1) / tiles; l++) __builtin_prefetch(next + 64 * (size_t)l);
-            const int t0 = (int)((long)tokens * i / tiles);
-            tile(ctx, panel, rg, nrg, t0, (int)((long)tokens * (i + 1) / tiles) - t0);
+            const int t0 = TILE_BALANCED ? (int)((long)tokens * i / tiles) : i * most;
+            tile(ctx, panel, rg, nrg, t0, (TILE_BALANCED ? (int)((long)tokens * (i + 1) / tiles) : min_int(tokens, t0 + most)) - t0);
         }
     }
 }
@@ -792,13 +798,20 @@ static void x86_attend_fast(const float *q, int ldq, const float *kt, int ldk, c
 
 /* A kernel table of the set including this file: the exact mode's kernels or the fast mode's
  * (fused multiply-add in attention, softmax and GELU). */
-#define X86_KERNELS(NAME, FAST, EXACT, GELU, ATTEND)                                                             \
+/* A set's table. Its GEMMs: x86_tgemm and x86_patch_gemm, unless the including file names its own
+ * wrappers of them (X86_TGEMM, X86_PATCH_GEMM: the AMX set configures its tiles around them). */
+#ifndef X86_TGEMM
+#define X86_TGEMM x86_tgemm
+#define X86_PATCH_GEMM x86_patch_gemm
+#endif
+#define X86_KERNELS_ATTEND(NAME, FAST, EXACT, GELU, ATTEND, ATTEND_SCRATCH)                                       \
     {                                                                                                            \
         .name = NAME, .fast = FAST, .exact = EXACT, .wide = 1, .gemm_scratch = x86_gemm_scratch,                 \
         .repack = ftv_x86_repack,                                                                                \
-        .tgemm = x86_tgemm, .patch_gemm = x86_patch_gemm, .norm_quant = x86_norm_quant,                          \
+        .tgemm = X86_TGEMM, .patch_gemm = X86_PATCH_GEMM, .norm_quant = x86_norm_quant,                          \
         .layernorm = x86_layernorm, .gelu = GELU, .absmax = x86_absmax, .quantize_patches = x86_quantize_patches,                \
-        .add_fvec = x86_add_fvec, .attend = ATTEND, .attend_scratch = ftv_attend_scratch                         \
+        .add_fvec = x86_add_fvec, .attend = ATTEND, .attend_scratch = ATTEND_SCRATCH                             \
     }
+#define X86_KERNELS(NAME, FAST, EXACT, GELU, ATTEND) X86_KERNELS_ATTEND(NAME, FAST, EXACT, GELU, ATTEND, ftv_attend_scratch)
 
 #endif

@@ -106,18 +106,20 @@ static void print_map(const float *map, int n) {
 }
 
 int main(int argc, char **argv) {
-    int topk = 5, threads = 1, print_logits = 0, print_rollout = 0, argi = 1;
+    int topk = 5, threads = 1, print_logits = 0, print_rollout = 0, verbose = 0, argi = 1;
     for (; argi < argc && argv[argi][0] == '-'; argi++) {
         if (strcmp(argv[argi], "-k") == 0 && argi + 1 < argc) topk = atoi(argv[++argi]);
         else if (strcmp(argv[argi], "-t") == 0 && argi + 1 < argc) threads = atoi(argv[++argi]);
         else if (strcmp(argv[argi], "--logits") == 0) print_logits = 1;
         else if (strcmp(argv[argi], "--rollout") == 0) print_rollout = 1;
+        else if (strcmp(argv[argi], "-v") == 0) verbose = 1;
         else break;
     }
     if (argc - argi < 2 || topk < 1 || threads < 1 || threads > FTV_MAX_THREADS) {
-        fprintf(stderr, "usage: ftervit-run [-k N] [-t THREADS] [--logits] [--rollout] MODEL.ftv INPUT...\n"
+        fprintf(stderr, "usage: ftervit-run [-k N] [-t THREADS] [-v] [--logits] [--rollout] MODEL.ftv INPUT...\n"
                         "  INPUT: binary PPM/PGM of the model's size, or raw float32 (C,H,W) normalized\n"
                         "  -t: threads of the forward pass, 1..%d (default 1; the logits do not depend on it)\n"
+                        "  -v: name the kernel set and the threads on stderr (FTV_KERNELS chooses the set)\n"
                         "  --rollout: also print the attention-rollout map (one line, patch grid row-major)\n",
                 FTV_MAX_THREADS);
         return 2;
@@ -136,6 +138,7 @@ int main(int argc, char **argv) {
         ftv_model_free(m);
         return 1;
     }
+    if (verbose) fprintf(stderr, "ftervit-run: kernels %s, %d thread%s\n", ftv_model_kernels(m), threads, threads > 1 ? "s" : "");
     const ftv_config *c = ftv_model_config(m);
     float *img = (float *)malloc(sizeof(float) * (size_t)c->in_chans * c->img_h * c->img_w);
     float *logits = (float *)malloc(sizeof(float) * (size_t)c->num_classes);

@@ -202,6 +202,12 @@ static void test_simd_tgemm(void) {
         check_tgemm(kind, 56, 384, 25, 0, 56, 0, 1, 2, 2);
         check_tgemm(kind, 24, 96, 14, 0, 24, 0, 0, 2, 2);
         check_tgemm(kind, 88, 256, 30, 8, 88, 1, 0, 2, 2);
+        /* the AMX set's tiles: two blocks of 16 tokens and the VNNI rest (40 = 32 + 8; 197 = 6 x 32
+         * + 5), one block (20), column groups past the last whole 16 (k = 1540, 100), odd panels */
+        check_tgemm(kind, 48, 1540, 40, 5, 45, 0, 1, 2, 2);
+        check_tgemm(kind, 24, 384, 20, 0, 24, 0, 0, 2, 2);
+        check_tgemm(kind, 40, 100, 33, 0, 40, 1, 0, 2, 2);
+        check_tgemm(kind, 72, 768, 197, 8, 72, 0, 1, 2, 2);
         /* scratch sized for longer rows (k = 1000: 16-row panels) than the GEMM's (760: 32-row) */
         scratch_k = 1000;
         check_tgemm(kind, 40, 760, 13, 0, 40, 0, 0, 2, 2);
@@ -212,14 +218,20 @@ static void test_simd_tgemm(void) {
             check_tgemm(kind, 16, 1536, 6, 0, 16, 0, 0, w, -128);
             check_tgemm(kind, 16, 1536, 6, 0, 16, 0, 0, w, 127);
             check_tgemm(kind, 9, 1540, 7, 0, 9, 0, 0, w, -128);
+            check_tgemm(kind, 32, 1536, 32, 0, 32, 0, 0, w, -128); /* on the AMX tiles */
         }
     }
 }
 
+/* The patch embedding: 3 channels of `pc` codes each. 9 and 30 tokens (3 tiles of 10), 16 codes
+ * a channel: no whole AMX chunk; 40 tokens of 256 (4 chunks, DeiT's 16 x 16 patches) and 80
+ * (a chunk and 4 column groups) codes a channel: AMX tiles and the VNNI rest. */
 static void test_simd_patch_gemm(void) {
+    const int shapes[][3] = {{16, 9, 0}, {16, 30, 1}, {256, 40, 1}, {80, 40, 0}}; /* pc, tokens, with bias */
     for (uint32_t kind = FTV_KIND_TQ2; kind <= FTV_KIND_TQ1; kind++)
-        for (int with_bias = 0; with_bias <= 1; with_bias++) {
-            const int rows = 24, chans = 3, k = chans * 16, tokens = with_bias ? 30 : 9; /* 30: 3 tiles of 10 */
+        for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+            const int rows = 24, chans = 3, pc = shapes[i][0], k = chans * pc, tokens = shapes[i][1];
+            const int with_bias = shapes[i][2];
             tmat_fixture f;
             fixture_make(&f, kind, rows, k, 2, 0.0f, 0);
             float rs[24], cs[24];
@@ -230,17 +242,18 @@ static void test_simd_patch_gemm(void) {
             }
             f.file.row_scale = f.fast.row_scale = (ftv_fvec){(const uint8_t *)rs, 0, rows};
             ftv_fvec csv = {(const uint8_t *)cs, 0, rows}, bv = {(const uint8_t *)bias, 1, with_bias ? rows : 0};
-            int8_t xq[30 * 48];
-            fill_acts(xq, sizeof xq, 2);
-            float xs[3] = {frand(1, 50), frand(1, 50), frand(1, 50)}, y0[30 * 24], y1[30 * 24];
+            int8_t *xq = malloc((size_t)tokens * k);
+            fill_acts(xq, (size_t)tokens * k, 2);
+            float xs[3] = {frand(1, 50), frand(1, 50), frand(1, 50)};
+            float *y0 = malloc(sizeof(float) * tokens * rows), *y1 = malloc(sizeof(float) * tokens * rows);
             void *scratch = malloc(simd->gemm_scratch(k, tokens) + (size_t)k);
             ftv_kernels_scalar.patch_gemm(&f.file, 5, rows, xq, xs, chans, tokens, &csv, &bv, y0, rows, scratch);
             simd->patch_gemm(&f.fast, 5, rows, xq, xs, chans, tokens, &csv, &bv, y1, rows, scratch);
             for (int t = 0; t < tokens; t++)
-                CHECK(memcmp(y0 + t * rows, y1 + t * rows, sizeof(float) * (rows - 5)) == 0, "patch gemm kind %u t %d",
-                      kind, t);
+                CHECK(memcmp(y0 + t * rows, y1 + t * rows, sizeof(float) * (rows - 5)) == 0,
+                      "%s patch gemm kind %u pc %d tokens %d t %d", simd->name, kind, pc, tokens, t);
             fixture_free(&f);
-            free(scratch);
+            free(xq), free(y0), free(y1), free(scratch);
         }
 }
 
@@ -496,7 +509,7 @@ int main(void) {
     RUN(test_exp_erf_accuracy());
     RUN(test_pool());
     /* every other kernel set this CPU runs, against the scalar one */
-    const char *names[] = {"lut", "avx2", "avx512"};
+    const char *names[] = {"lut", "avx2", "avx512", "amx"};
     char tested[128] = "";
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if (!(simd = ftv_kernels_by_name(names[i]))) continue;

@@ -164,7 +164,8 @@ class Engine:
 
     @property
     def kernels(self) -> str:
-        """The kernels chosen at load: ``"avx512"``, ``"avx2"`` or ``"scalar"``."""
+        """The kernels chosen at load: ``"avx512"``, ``"avx2"`` or ``"scalar"``; ``"lut"`` or ``"amx"`` when
+        ``FTV_KERNELS`` names them and the CPU runs them."""
         with self._lock:
             return self._lib.ftv_model_kernels(self._require()).decode()
 

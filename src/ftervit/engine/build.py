@@ -17,7 +17,7 @@ from ftervit.fileio import atomic_output
 # Same flags as engine/Makefile's library; -ffp-contract=off keeps PyTorch's float rounding.
 CFLAGS = ("-std=c11", "-O2", "-ffp-contract=off", "-fPIC", "-shared", "-pthread")
 LIB_SOURCES = ("ftv_kernels.c", "ftv_kernels_scalar.c", "ftv_kernels_lut.c", "ftv_kernels_avx2.c", "ftv_kernels_avx512.c",
-               "ftv_threads.c", "ftv_model.c", "ftv_forward.c", "ftv_rollout.c")
+               "ftv_kernels_amx.c", "ftv_threads.c", "ftv_model.c", "ftv_forward.c", "ftv_rollout.c")
 
 
 class EngineBuildError(FtervitError):
