@@ -1,6 +1,6 @@
 /* The fast mode's attention with bf16 products (AVX512_BF16), for the sets on 16 lanes (AVX-512
  * and AMX). Included by ftv_kernels_avx512.c and ftv_kernels_amx.c after ftv_kernels_x86.h, whose
- * scores and softmax it uses. */
+ * scores and softmax it uses; and the tables of those sets. */
 #ifndef FTV_ATTEND_BF16_H
 #define FTV_ATTEND_BF16_H
 
@@ -121,5 +121,11 @@ static BF16 void bf16_attend(const float *q, int ldq, const float *kt, int ldk, 
         }
     }
 }
+
+/* The three tables of a 16-lane set: exact; fast (fused multiply-add); fast with bf16 attention. */
+#define X86_SETS_16_LANES(NAME, SET, FAST, FAST_BF16)                                                           \
+    const ftv_kernels SET = X86_KERNELS(NAME, 0, &SET, x86_gelu, x86_attend);                                  \
+    const ftv_kernels FAST = X86_KERNELS(NAME, 1, &SET, x86_gelu_fast, x86_attend_fast);                       \
+    const ftv_kernels FAST_BF16 = X86_KERNELS_ATTEND(NAME, 1, &SET, x86_gelu_fast, bf16_attend, bf16_attend_scratch)
 
 #endif

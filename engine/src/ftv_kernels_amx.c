@@ -141,13 +141,9 @@ static AMX_FN void amx_patch_gemm(const ftv_tmat *w, int o0, int o1, const int8_
     AMX_RELEASE();
 }
 
-const ftv_kernels ftv_kernels_amx_set = X86_KERNELS("amx", 0, &ftv_kernels_amx_set, x86_gelu, x86_attend);
-const ftv_kernels ftv_kernels_amx_fast = X86_KERNELS("amx", 1, &ftv_kernels_amx_set, x86_gelu_fast, x86_attend_fast);
-
 #include "ftv_attend_bf16.h"
 
-const ftv_kernels ftv_kernels_amx_bf16 =
-    X86_KERNELS_ATTEND("amx", 1, &ftv_kernels_amx_set, x86_gelu_fast, bf16_attend, bf16_attend_scratch);
+X86_SETS_16_LANES("amx", ftv_kernels_amx_set, ftv_kernels_amx_fast, ftv_kernels_amx_bf16);
 
 #if defined(__clang__)
 #pragma clang attribute pop

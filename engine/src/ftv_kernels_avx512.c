@@ -29,14 +29,9 @@
 #define dot_tile vnni_dot_tile
 #include "ftv_kernels_x86.h"
 
-const ftv_kernels ftv_kernels_avx512_set = X86_KERNELS("avx512", 0, &ftv_kernels_avx512_set, x86_gelu, x86_attend);
-const ftv_kernels ftv_kernels_avx512_fast =
-    X86_KERNELS("avx512", 1, &ftv_kernels_avx512_set, x86_gelu_fast, x86_attend_fast);
-
 #include "ftv_attend_bf16.h"
 
-const ftv_kernels ftv_kernels_avx512_bf16 =
-    X86_KERNELS_ATTEND("avx512", 1, &ftv_kernels_avx512_set, x86_gelu_fast, bf16_attend, bf16_attend_scratch);
+X86_SETS_16_LANES("avx512", ftv_kernels_avx512_set, ftv_kernels_avx512_fast, ftv_kernels_avx512_bf16);
 
 #if defined(__clang__)
 #pragma clang attribute pop
