@@ -227,3 +227,22 @@ def test_bf16_autocast_runs_on_cpu(trained, tmp_path):
     result = train(tiny_config(tmp_path, "amp", mode="distill", teacher=str(trained["teacher"]), amp=True))
     assert 0 <= result["top1"] <= 1
     assert torch.load(tmp_path / "amp" / "last.pth", weights_only=True)["model"]["head.weight"].dtype == torch.float32
+
+
+def test_recipe_reuses_a_teacher(trained, tmp_path):
+    """run_recipe(teacher=...): no teacher stage, Phase 1 and 2 distil from the given checkpoint,
+    whose top-1 the summary measures; a missing checkpoint is refused before anything trains."""
+    from ftervit.training.recipe import run_recipe
+
+    common = dict(model=TINY, data="digits", batch_size=64, threads=1, quiet=True)
+    stages = {"phase1": dict(epochs=1, lr=1e-3), "phase2": dict(epochs=1)}
+    summary = run_recipe(tmp_path / "r", stages, teacher=trained["teacher"], **common)
+    assert not (tmp_path / "r" / "teacher").exists() and set(summary["epochs"]) == {"phase1", "phase2"}
+    assert summary["checkpoints"]["teacher"] == str(trained["teacher"])
+    want = evaluate_checkpoints(TINY, trained["phase1"], "digits", teacher=trained["teacher"])["teacher"]["top1"]
+    assert summary["teacher_top1"] == want
+    assert torch.load(tmp_path / "r" / "phase1" / "last.pth", weights_only=True)["config"]["teacher"] == str(
+        trained["teacher"])
+    with pytest.raises(FtervitError, match="teacher checkpoint .*missing.pth not found"):
+        run_recipe(tmp_path / "s", stages, teacher=tmp_path / "missing.pth", **common)
+    assert not (tmp_path / "s").exists()

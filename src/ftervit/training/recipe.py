@@ -30,6 +30,7 @@ def run_recipe(
     on_stage: Callable[[dict[str, Any]], None] | None = None,
     export_format: str | None = None,
     processes: int = 1,
+    teacher: str | Path | None = None,
     **common: Any,
 ) -> dict[str, Any]:
     """Train the teacher, distill Phase 1 from it, recover with Phase 2, evaluate all three.
@@ -46,6 +47,8 @@ def run_recipe(
             and run it in the C engine on the test split (``file_bytes``, ``engine_top1``,
             ``engine_agreement``).
         processes: train each stage in this many processes (DDP, see :func:`train_stage`).
+        teacher: an FP32 checkpoint to distil from instead of training one: the teacher stage
+            is skipped (no epochs or seconds in the summary), the rest runs as usual.
         **common: TrainConfig settings of every stage (model, data, batch_size, ...).
 
     Returns:
@@ -54,14 +57,16 @@ def run_recipe(
         with ``export_format`` also the file and engine results.
     """
     out = Path(out)
-    teacher_ckpt, phase1_ckpt = out / "teacher" / "last.pth", out / "phase1" / "last.pth"
+    teacher_ckpt, phase1_ckpt = Path(teacher or out / "teacher" / "last.pth"), out / "phase1" / "last.pth"
+    if teacher and not teacher_ckpt.is_file():
+        raise FtervitError(f"teacher checkpoint {teacher_ckpt} not found: pass the last.pth of an FP32 run")
     links = {"teacher": {}, "phase1": {"teacher": str(teacher_ckpt)},
              "phase2": {"teacher": str(teacher_ckpt), "init": str(phase1_ckpt)}}
     summary: dict[str, Any] = {"model": common.get("model"), "data": common.get("data"), "epochs": {}, "seconds": {}}
     start = time.perf_counter()
     # Every stage's settings are checked before the first one trains: a bad Phase-2 value fails now.
     configs = {}
-    for stage in STAGES:
+    for stage in STAGES[1:] if teacher else STAGES:
         try:
             configs[stage] = TrainConfig(**{**common, **_MODE[stage], **links[stage], **stages.get(stage, {}),
                                             "out": str(out / stage)}).resolved()
@@ -88,6 +93,7 @@ def run_recipe(
     summary["gap_pp"] = round(100 * (summary["teacher_top1"] - summary["phase2_top1"]), 2)
     summary["seconds"]["total"] = round(time.perf_counter() - start, 1)
     summary["checkpoints"] = {stage: str(out / stage / "last.pth") for stage in STAGES}
+    summary["checkpoints"]["teacher"] = str(teacher_ckpt)
     if export_format:
         t0 = time.perf_counter()
         summary.update(export_and_run(common["model"], out / "phase2" / "last.pth", out / "model.ftv",
