@@ -232,6 +232,7 @@ def test_bf16_autocast_runs_on_cpu(trained, tmp_path):
 def test_recipe_reuses_a_teacher(trained, tmp_path):
     """run_recipe(teacher=...): no teacher stage, Phase 1 and 2 distil from the given checkpoint,
     whose top-1 the summary measures; a missing checkpoint is refused before anything trains."""
+    from ftervit.cli.quickstart import summary_table
     from ftervit.training.recipe import run_recipe
 
     common = dict(model=TINY, data="digits", batch_size=64, threads=1, quiet=True)
@@ -241,6 +242,9 @@ def test_recipe_reuses_a_teacher(trained, tmp_path):
     assert summary["checkpoints"]["teacher"] == str(trained["teacher"])
     want = evaluate_checkpoints(TINY, trained["phase1"], "digits", teacher=trained["teacher"])["teacher"]["top1"]
     assert summary["teacher_top1"] == want
+    table = summary_table(summary).splitlines()
+    assert any(line.split()[:2] == ["FP32", "teacher"] and "given" in line and line.rstrip().endswith("-")
+               for line in table), table
     assert torch.load(tmp_path / "r" / "phase1" / "last.pth", weights_only=True)["config"]["teacher"] == str(
         trained["teacher"])
     with pytest.raises(FtervitError, match="teacher checkpoint .*missing.pth not found"):

@@ -36,9 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def summary_table(summary: dict[str, Any]) -> str:
-    """The recipe's summary as a text table: epochs, top-1, top-5 and time per stage."""
-    rows = [[_NAMES[s], summary["epochs"][s], f"{summary[f'{s}_top1']:.2%}", f"{summary[f'{s}_top5']:.2%}",
-             f"{summary['seconds'][s]:.0f}s"] for s in _NAMES]
+    """The recipe's summary as a text table: epochs, top-1, top-5 and time per stage (a teacher
+    given to :func:`run_recipe` rather than trained: "given", no time)."""
+    rows = [[_NAMES[s], summary["epochs"].get(s, "given"), f"{summary[f'{s}_top1']:.2%}", f"{summary[f'{s}_top5']:.2%}",
+             f"{summary['seconds'][s]:.0f}s" if s in summary["seconds"] else "-"] for s in _NAMES]
     lines = [f"{summary['model']} on {summary['data']} ({summary['test_images']:,} test images)"]
     if "engine_top1" in summary:
         rows.append([f"ternary, C engine ({summary['file_format']})", "", f"{summary['engine_top1']:.2%}",
