@@ -63,6 +63,7 @@ import warnings
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
 import timm
 import torch
 
