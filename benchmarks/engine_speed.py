@@ -54,6 +54,7 @@ import json
 import logging
 import os
 import platform
+import random
 import re
 import statistics
 import subprocess
@@ -177,19 +178,24 @@ def openvino_runner(ov_model, threads: int, xn: np.ndarray):
     return (lambda: request.infer({0: xn})), str(compiled.get_property("INFERENCE_PRECISION_HINT"))
 
 
-def time_round_robin(contenders: dict, runs: int, warmup: int = 3) -> dict:
+def time_round_robin(contenders: dict, runs: int, warmup: int = 3, order: str = "rotate",
+                     pause_ms: float = 5.0) -> dict:
     """Each round times every contender once; returns {name: [seconds...]}. A pause before
     each run lets the previous contender's idle threads stop spinning (OpenMP, onnxruntime,
     OpenVINO and the engine's pool all spin a while before they sleep) instead of stealing its
     cores, and the order rotates from round to round, so that no contender always follows the
     same one (with a fixed order, the first engine, always right after PyTorch, measured
-    7-50% slower with 2 threads than the second, which runs the same code)."""
+    7-50% slower with 2 threads than the second, which runs the same code). A rotation keeps
+    each contender's predecessor, though; ``order="shuffle"`` draws a new order every round
+    (seeded), and ``pause_ms`` sets the pause (docs/engine.md: what both do to two threads)."""
     times = {name: [] for name in contenders}
-    names = list(contenders)
+    names, rng = list(contenders), random.Random(0)
     for r in range(warmup + runs):
-        for name in names[r % len(names):] + names[:r % len(names)]:
+        if order == "shuffle":
+            rng.shuffle(names)
+        for name in names[r % len(names):] + names[:r % len(names)] if order == "rotate" else names:
             fn = contenders[name]
-            time.sleep(0.005)
+            time.sleep(pause_ms / 1e3)
             t = time.perf_counter()
             fn()
             if r >= warmup:
@@ -231,7 +237,7 @@ def ort_profile(path: Path, threads: int, feed: dict, runs: int, prefix: Path) -
 
 
 def bench_model(name: str, threads_list: list[int], runs: int, tq1: bool, scalar: bool, workdir: Path,
-                floors: dict | None) -> list[dict]:
+                floors: dict | None, timing: dict) -> list[dict]:
     torch.manual_seed(0)
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     xn = x.numpy()
@@ -280,7 +286,7 @@ def bench_model(name: str, threads_list: list[int], runs: int, tq1: bool, scalar
             contenders[f"onnxruntime_int8_{kind}"] = (lambda s: lambda: s.run(None, feed))(session)
         for kind, ov_model in ov_models.items():
             contenders[f"openvino_{kind}"], extra[f"openvino_{kind}_precision"] = openvino_runner(ov_model, threads, xn)
-        times = time_round_robin(contenders, runs)
+        times = time_round_robin(contenders, runs, **timing)
         ms = {k: {"median": 1e3 * statistics.median(v), "min": 1e3 * min(v)} for k, v in times.items()}
         engine = engines["engine_tq2"]
         result = {"model": name, "threads": threads, "runs": runs, "kernels": engine.kernels,
@@ -418,6 +424,9 @@ def main() -> None:
     p.add_argument("--models", nargs="+", default=["deit_tiny_patch16_224", "deit3_small_patch16_224"])
     p.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     p.add_argument("--runs", type=int, default=20, help="timed rounds (>= 10)")
+    p.add_argument("--order", choices=("rotate", "shuffle"), default="rotate",
+                   help="contenders' order from round to round [default: rotate]")
+    p.add_argument("--pause-ms", type=float, default=5.0, help="pause before each timed run [default: 5]")
     p.add_argument("--tq1", action="store_true", help="also time the model exported as tq1")
     p.add_argument("--scalar", action="store_true",
                    help="also time the engine's portable scalar kernels (slow: minutes for DeiT-III-S)")
@@ -428,6 +437,8 @@ def main() -> None:
         p.error("--runs: at least 10")
     if any(t < 1 for t in args.threads):
         p.error("--threads: positive numbers")
+    if not 0 <= args.pause_ms <= 10_000:
+        p.error("--pause-ms: 0 to 10000")
     import nncf
     import onnxruntime
     import openvino
@@ -438,12 +449,12 @@ def main() -> None:
     report = {"machine": info | {"load_average_start": load_average()},
               "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
                            "openvino": openvino.__version__, "nncf": nncf.__version__, "timm": timm.__version__},
-              "runs": args.runs, "models": []}
+              "runs": args.runs, "order": args.order, "pause_ms": args.pause_ms, "models": []}
     report["peaks"] = peaks() if platform.machine() in ("x86_64", "AMD64") else {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:
             report["models"] += bench_model(name, args.threads, args.runs, args.tq1, args.scalar, Path(tmp),
-                                            report["peaks"])
+                                            report["peaks"], {"order": args.order, "pause_ms": args.pause_ms})
     if not args.no_kernel:
         report["kernel"] = bench_kernel(5, max(args.runs, 20), args.scalar)
     report["machine"]["load_average_end"] = load_average()
