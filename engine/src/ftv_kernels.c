@@ -110,10 +110,10 @@ const ftv_kernels *ftv_kernels_select(void) {
     const char *force = getenv("FTV_FORCE_SCALAR");
     const char *cap = force && force[0] && strcmp(force, "0") != 0 ? "scalar" : getenv("FTV_KERNELS");
     if (!cap) cap = FTV_KERNELS_DEFAULT;
-    size_t first = 0;
+    size_t first = 0, named = NSETS; /* named: the set the cap names, if any */
     for (size_t i = 0; cap && i < NSETS; i++)
-        if (strcmp(sets[i].set->name, cap) == 0) first = i;
+        if (strcmp(sets[i].set->name, cap) == 0) first = named = i;
     for (size_t i = first; i < NSETS; i++)
-        if ((sets[i].automatic || i == first) && sets[i].runs()) return sets[i].set;
+        if ((sets[i].automatic || i == named) && sets[i].runs()) return sets[i].set;
     return &ftv_kernels_scalar;
 }
