@@ -88,7 +88,8 @@ INLINE void sweep(const ftv_tmat *w, int o0, int o1, int tokens, uint8_t *panel,
         for (int i = 0; i < tiles; i++) {
             for (int l = lines * i / tiles; l < lines * (i + 1) / tiles; l++) __builtin_prefetch(next + 64 * (size_t)l);
             const int t0 = TILE_BALANCED ? (int)((long)tokens * i / tiles) : i * most;
-            tile(ctx, panel, rg, nrg, t0, (TILE_BALANCED ? (int)((long)tokens * (i + 1) / tiles) : min_int(tokens, t0 + most)) - t0);
+            const int t1 = TILE_BALANCED ? (int)((long)tokens * (i + 1) / tiles) : min_int(tokens, t0 + most);
+            tile(ctx, panel, rg, nrg, t0, t1 - t0);
         }
     }
 }
