@@ -59,9 +59,9 @@ size_t ftv_state_layout(ftv_model *m, void *arena) {
     const int wide = m->kernels->wide;
     if (wide) CARVE(s->xsum, T * 4); /* the SIMD GEMMs' activation sums; the scalar ones need none */
     else if (a) s->xsum = NULL;
-    const size_t rowmax = D > H ? D : H; /* a normalized row; the wide sets' norm_quant takes two of D */
+    const size_t rowmax = D > H ? D : H; /* a normalized row; the wide sets' norm_quant takes FTV_NORM_ROWS */
     for (size_t i = 0; i < n; i++) {
-        CARVE(m->ts[i].row, (wide && FTV_NORM_ROWS * D > rowmax ? FTV_NORM_ROWS * D : rowmax) * 4);
+        CARVE(m->ts[i].row, (wide ? FTV_NORM_ROWS : 1) * rowmax * 4);
         CARVE(m->ts[i].gemm, m->kernels->gemm_scratch((int)K, (int)T));
         CARVE(m->ts[i].attend, m->kernels->attend_scratch((int)ldk, (int)hd, (int)T) * 4);
     }

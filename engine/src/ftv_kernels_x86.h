@@ -415,21 +415,29 @@ INLINE void norm_quant_n(const float *x, size_t ldx, const int nr, const int ln,
         rr[r] = vf_set1(rs[r]);
         mx[r][0] = mx[r][1] = vf_zero();
     }
-    int j = 0; /* |h r g|, two maxima a row in turn */
+    /* v = h r g, kept in scratch (in place when h is scratch) for the quantizer, and |v|'s
+     * maxima, two a row in turn: the quantizer then multiplies once, not three times */
+    int j = 0;
     for (; j + 2 * FTV_VL <= n; j += 2 * FTV_VL)
 #pragma GCC unroll 4
         for (int a = 0; a < 2; a++) {
             const vf gj = vf_load_fv(g, j + FTV_VL * a, f16);
 #pragma GCC unroll 4
-            for (int r = 0; r < nr; r++)
-                mx[r][a] = vf_max(mx[r][a], vf_abs(vf_mul(vf_mul(vf_load(h + r * ldh + j + FTV_VL * a), rr[r]), gj)));
+            for (int r = 0; r < nr; r++) {
+                const vf v = vf_mul(vf_mul(vf_load(h + r * ldh + j + FTV_VL * a), rr[r]), gj);
+                vf_store(scratch + (size_t)r * n + j + FTV_VL * a, v);
+                mx[r][a] = vf_max(mx[r][a], vf_abs(v));
+            }
         }
     for (; j < n; j += FTV_VL) { /* masked lanes read 0: |0| changes no maximum */
         const vmask m = lanes_left(n, j);
         const vf gj = vf_load_fvec_mask(g, j, m, n - j);
 #pragma GCC unroll 4
-        for (int r = 0; r < nr; r++)
-            mx[r][0] = vf_max(mx[r][0], vf_abs(vf_mul(vf_mul(vf_load_mask(h + r * ldh + j, m), rr[r]), gj)));
+        for (int r = 0; r < nr; r++) {
+            const vf v = vf_mul(vf_mul(vf_load_mask(h + r * ldh + j, m), rr[r]), gj);
+            vf_store_mask(scratch + (size_t)r * n + j, m, v);
+            mx[r][0] = vf_max(mx[r][0], vf_abs(v));
+        }
     }
     vf sv[NORM_ROWS];
     vi total[NORM_ROWS];
@@ -441,17 +449,14 @@ INLINE void norm_quant_n(const float *x, size_t ldx, const int nr, const int ln,
         sv[r] = vf_set1(s[r]);
         total[r] = vi_zero();
     }
-    for (j = 0; j + 4 * FTV_VL <= n; j += 4 * FTV_VL) { /* q = clamp(rint(h r g s)), 4 vectors a store */
-        vf gj[4];
-#pragma GCC unroll 4
-        for (int u = 0; u < 4; u++) gj[u] = vf_load_fv(g, j + FTV_VL * u, f16);
+    for (j = 0; j + 4 * FTV_VL <= n; j += 4 * FTV_VL) { /* q = clamp(rint(v s)), 4 vectors a store */
 #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) {
             vi c[4];
 #pragma GCC unroll 4
             for (int u = 0; u < 4; u++) {
-                const vf hj = vf_load(h + r * ldh + j + FTV_VL * u);
-                c[u] = vf_to_i32(vf_min(vf_max(vf_round(vf_mul(vf_mul(vf_mul(hj, rr[r]), gj[u]), sv[r])), lo), hi));
+                const vf v = vf_load(scratch + (size_t)r * n + j + FTV_VL * u);
+                c[u] = vf_to_i32(vf_min(vf_max(vf_round(vf_mul(v, sv[r])), lo), hi));
                 total[r] = vi_add(total[r], c[u]);
             }
             vi_store_i8x4(q + (size_t)r * n + j, c[0], c[1], c[2], c[3]);
@@ -459,11 +464,10 @@ INLINE void norm_quant_n(const float *x, size_t ldx, const int nr, const int ln,
     }
     for (; j < n; j += FTV_VL) { /* masked lanes give 0 */
         const vmask m = lanes_left(n, j);
-        const vf gj = j + FTV_VL <= n ? vf_load_fv(g, j, f16) : vf_load_fvec_mask(g, j, m, n - j);
 #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) {
-            const vf hj = j + FTV_VL <= n ? vf_load(h + r * ldh + j) : vf_load_mask(h + r * ldh + j, m);
-            const vi c = vf_to_i32(vf_min(vf_max(vf_round(vf_mul(vf_mul(vf_mul(hj, rr[r]), gj), sv[r])), lo), hi));
+            const vf v = j + FTV_VL <= n ? vf_load(scratch + (size_t)r * n + j) : vf_load_mask(scratch + (size_t)r * n + j, m);
+            const vi c = vf_to_i32(vf_min(vf_max(vf_round(vf_mul(v, sv[r])), lo), hi));
             total[r] = vi_add(total[r], c);
             if (j + FTV_VL <= n) vi_store_i8(q + (size_t)r * n + j, c);
             else vi_store_i8_n(q + (size_t)r * n + j, c, m, n - j);
