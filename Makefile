@@ -24,6 +24,8 @@ test: $(STAMP) chromium
 	$(MAKE) -C engine/ports deps
 	$(BIN)/python -m pytest -q
 	$(BIN)/python engine/ports/mcu_check.py
+	$(MAKE) -C engine fuzz-deps
+	$(MAKE) -C engine -j$$(nproc) build/fuzz/fuzz_load
 	$(MAKE) -C engine fuzz FUZZ_SECONDS=60 PYTHON=$(abspath $(BIN)/python)
 
 quickstart: $(STAMP)
