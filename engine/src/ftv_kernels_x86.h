@@ -44,6 +44,34 @@ static int max_int(int a, int b) { return a > b ? a : b; }
 
 /* ---- the ternary GEMM: drivers and epilogues ----------------------------------------- */
 
+/* Division by a token's divisor d of many integer-valued a (|a| < 2^31), rounded as vdivps
+ * rounds it, without vdivps (one a ~2.5 cycles on AVX-512): y = 1 / d rounded (one division a
+ * token), q = a y, then one correction with the residual r = a - d q, which a fused multiply-add
+ * gives exactly: q + r y rounded is a / d rounded (Markstein's theorem: y within half an ulp of
+ * 1 / d, q within one ulp of a / d, nothing over- or underflowing). Three multiply-adds. If a
+ * divisor lies outside [2^-64, 2^64) (or is NaN), where an intermediate could leave the normal
+ * range, the whole GEMM divides (recip 0). */
+INLINE vf divide(vf a, vf d, vf y, const int recip) {
+    if (!recip) return vf_div(a, d);
+    const vf q = vf_mul(a, y);
+    return vf_fma(vf_fnma(d, q, a), y, q);
+}
+
+/* den[t] = xs[t] * scale and rcp[t] = 1 / den[t] for n tokens (the divisors of their outputs);
+ * 1 when every |den[t]| lies in [2^-64, 2^64) (divide's reciprocal path), 0 otherwise. */
+static int token_divisors(const float *xs, float scale, int n, float *den, float *rcp) {
+    const vf sv = vf_set1(scale), lo = vf_set1(0x1p-64f), hi = vf_set1(0x1p64f), one = vf_set1(1.0f);
+    vf bad = vf_zero(); /* 1 in a lane that saw |d| < lo, or |d| >= hi or NaN (no a < hi) */
+    for (int t = 0; t < n; t += FTV_VL) {
+        const vmask m = vmask_first(n - t < FTV_VL ? n - t : FTV_VL);
+        const vf d = vf_mul(vf_load_mask(xs + t, m), sv), a = vf_abs(d);
+        vf_store_mask(den + t, m, d);
+        vf_store_mask(rcp + t, m, vf_div(one, d));
+        bad = vf_max_mask(bad, m, vf_max(vf_select_lt(a, lo, one, vf_zero()), vf_select_lt(a, hi, vf_zero(), one)));
+    }
+    return vf_hmax(bad) == 0.0f;
+}
+
 /* The repacked layout (ftv_x86_repack): row groups of FTV_RG rows, each ceil(k / 16) blocks of
  * 32 bytes. A panel of nrg row groups, decoded: per column group (4 codes) 32 * nrg bytes, row
  * r of row group i at byte 32 i + 4 r, codes c = q + 1; then 32 bytes of zeros that the last
@@ -52,8 +80,8 @@ static int blocks_of(int k) { return (k + 15) / 16; }
 static size_t panel_bytes(int k, int rgs) { return (size_t)rgs * (size_t)blocks_of(k) * 4 * 32 + 32; }
 
 /* Per-thread scratch: the largest panel of any GEMM with rows of up to k codes (panel_rgs may
- * give a shorter row more row groups), then the per-channel activation sums of the patch
- * embedding. */
+ * give a shorter row more row groups), then FTV_MAX_CHANNELS words a token: the per-channel
+ * activation sums of the patch embedding, or the GEMM's two divisors (token_divisors). */
 static size_t x86_gemm_scratch(int k, int tokens) {
     size_t panel = 0;
     for (int rgs = 1; rgs <= PANEL_RGS_MAX; rgs++) { /* the longest rows that get rgs row groups */
@@ -101,11 +129,35 @@ typedef struct {
     const ftv_tmat *w;
     int o0, o1, ldt, ldo, accumulate;
     const int8_t *xq;
-    const float *xs;
     const int32_t *xsum;
+    const float *den, *rcp; /* token_divisors' */
+    int recip;
     float *y;
     const ftv_fvec *gamma; /* NULL unless accumulating with LayerScale */
 } tgemm_job;
+
+/* The epilogue of tgemm_store where the rows are whole vectors of each token's contiguous output:
+ * nv vectors a token, what to do with a value (mode 0: store it, 1: add it, 2: add gamma times
+ * it) and the division (recip) fixed, so that the loop is a token's few vector operations. */
+INLINE void store_rows(const tgemm_job *j, const int32_t *acc, int rg, int t0, int nt, const int nv, const int mode,
+                       const int recip) {
+    vf g[NVEC(PANEL_RGS_MAX)];
+#pragma GCC unroll 4
+    for (int v = 0; v < nv; v++) g[v] = mode == 2 ? vf_load_fvec(j->gamma, rg * FTV_RG + v * FTV_VL) : vf_zero();
+    float *dst = j->y + (size_t)t0 * j->ldt + (rg * FTV_RG - j->o0);
+    for (int t = 0; t < nt; t++, dst += j->ldt) {
+        const vf d = vf_set1(j->den[t0 + t]), y = vf_set1(j->rcp[t0 + t]);
+        const vi s = vi_set1(j->xsum[t0 + t]);
+#pragma GCC unroll 4
+        for (int v = 0; v < nv; v++) {
+            const vf val = divide(vi_to_f32(vi_sub(vi_load(acc + (t * nv + v) * FTV_VL), s)), d, y, recip);
+            float *o = dst + v * FTV_VL;
+            if (mode == 0) vf_store(o, val);
+            else if (mode == 1) vf_store(o, vf_add(vf_load(o), val)); /* 1 * val = val */
+            else vf_store(o, vf_add(vf_load(o), vf_mul(g[v], val)));
+        }
+    }
+}
 
 /* y for tokens [t0, t0 + nt) and row groups [rg, rg + nrg) from their integer sums
  * acc[t * NVEC(nrg) * FTV_VL + v * FTV_VL + lane] of the unsigned codes: subtract the token's
@@ -113,27 +165,28 @@ typedef struct {
 INLINE void tgemm_store(const tgemm_job *j, const int32_t *acc, int rg, int nrg, int t0, int nt) {
     const int nv = NVEC(nrg), end = min_int(j->o1, (rg + nrg) * FTV_RG);
     if (j->ldo == 1 && rg * FTV_RG >= j->o0 && end - rg * FTV_RG == nv * FTV_VL) { /* whole vectors of token rows */
-        for (int t = 0; t < nt; t++) {
-            const vf den = vf_set1(j->xs[t0 + t] * j->w->scale);
-            const vi s = vi_set1(j->xsum[t0 + t]);
-            float *dst = j->y + (size_t)(t0 + t) * j->ldt + (rg * FTV_RG - j->o0);
-            for (int v = 0; v < nv; v++, dst += FTV_VL) {
-                const vf val = vf_div(vi_to_f32(vi_sub(vi_load(acc + (t * nv + v) * FTV_VL), s)), den);
-                if (!j->accumulate) vf_store(dst, val);
-                else if (!j->gamma) vf_store(dst, vf_add(vf_load(dst), val)); /* 1 * val = val */
-                else vf_store(dst, vf_add(vf_load(dst), vf_mul(vf_load_fvec(j->gamma, rg * FTV_RG + v * FTV_VL), val)));
-            }
-        }
+        _Static_assert(NVEC(PANEL_RGS_MAX) <= 2, "store_rows' cases");
+        const int mode = !j->accumulate ? 0 : !j->gamma ? 1 : 2;
+#define STORE_ROWS(NV, MODE)                                                                                   \
+    case (NV) * 3 + (MODE):                                                                                     \
+        if (j->recip) store_rows(j, acc, rg, t0, nt, NV, MODE, 1);                                              \
+        else store_rows(j, acc, rg, t0, nt, NV, MODE, 0);                                                       \
         return;
+        switch (nv * 3 + mode) {
+            STORE_ROWS(1, 0) STORE_ROWS(1, 1) STORE_ROWS(1, 2) STORE_ROWS(2, 0) STORE_ROWS(2, 1) STORE_ROWS(2, 2)
+        default: break;
+        }
+#undef STORE_ROWS
     }
     for (int t = 0; t < nt; t++) {
-        const vf den = vf_set1(j->xs[t0 + t] * j->w->scale);
+        const vf d = vf_set1(j->den[t0 + t]), y = vf_set1(j->rcp[t0 + t]);
         const vi s = vi_set1(j->xsum[t0 + t]);
         float *yt = j->y + (size_t)(t0 + t) * j->ldt;
         for (int v = 0; v < nv; v++) {
             const int r0 = rg * FTV_RG + v * FTV_VL, n = min_int(FTV_VL, end - r0); /* rows [r0, r0 + n) */
             if (n <= 0) break;
-            const vf val = vf_div(vi_to_f32(vi_sub(vi_load(acc + (t * nv + v) * FTV_VL), s)), den);
+            const vi a = vi_sub(vi_load(acc + (t * nv + v) * FTV_VL), s);
+            const vf val = j->recip ? divide(vi_to_f32(a), d, y, 1) : divide(vi_to_f32(a), d, y, 0);
             const vmask m = vmask_first(n);
             if (r0 >= j->o0 && j->ldo == 1) {
                 float *dst = yt + (r0 - j->o0);
@@ -171,8 +224,14 @@ static void x86_tgemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const
         ftv_tgemm_strided(w, o0, o1, xq, xs, xsum, tokens, y, ldt, ldo, scratch, accumulate, gamma);
         return;
     }
-    tgemm_job job = {w, o0, o1, ldt, ldo, accumulate, xq, xs, xsum, y, accumulate && gamma && gamma->n ? gamma : NULL};
-    sweep(w, o0, o1, tokens, (uint8_t *)scratch, panel_rgs(w->k), TILE_TOKENS, tgemm_tile, &job);
+    /* the tokens' divisors past this GEMM's panel (in x86_gemm_scratch's room for the patch
+     * embedding's sums: no panel of rows of up to the model's longest k is larger) */
+    const int rgs = panel_rgs(w->k);
+    float *den = (float *)((uint8_t *)scratch + panel_bytes(w->k, rgs)), *rcp = den + tokens;
+    const int recip = token_divisors(xs, w->scale, tokens, den, rcp);
+    tgemm_job job = {w,   o0,   o1,     ldt, ldo, accumulate, xq,
+                     xsum, den, rcp, recip, y,  accumulate && gamma && gamma->n ? gamma : NULL};
+    sweep(w, o0, o1, tokens, (uint8_t *)scratch, rgs, TILE_TOKENS, tgemm_tile, &job);
 }
 
 typedef struct {
@@ -225,10 +284,13 @@ INLINE void patch_tile(void *ctx, const uint8_t *panel, int rg, int nrg, int t0,
         }
 }
 
-/* Sum of n int8 (the correction term of the unsigned codes). */
+/* Sum of n int8 (the correction term of the unsigned codes), FTV_VL at a time. */
 static int32_t sum_i8(const int8_t *a, int n) {
-    int32_t s = 0;
-    for (int j = 0; j < n; j++) s += a[j];
+    vi acc = vi_zero();
+    int j = 0;
+    for (; j + FTV_VL <= n; j += FTV_VL) acc = vi_add(acc, vi_load_i8(a + j));
+    int32_t s = vi_sum(acc);
+    for (; j < n; j++) s += a[j];
     return s;
 }
 
@@ -305,6 +367,12 @@ INLINE void erf_v(vf *x, const int n, const int fast) {
 
 /* ---- norms and the quantizer --------------------------------------------------------- */
 
+/* An int8 code as int32: clamp(rint(v), -128, 127), as ftv_to_int8(rintf(v)). Clamped first, then
+ * converted rounding to nearest even (the conversion's rounding, as rintf's): the bounds are
+ * integers, so rounding commutes with the clamp, and no separate round is needed. NaN: -128
+ * (max(NaN, -128) is -128). */
+INLINE vi quant_code(vf v) { return vf_to_i32(vf_min(vf_max(v, vf_set1(-128.0f)), vf_set1(127.0f))); }
+
 /* The lanes [0, n - j) of a vector at element j (none when n <= j). */
 INLINE vmask lanes_left(int n, int j) { return vmask_first(n - j < 0 ? 0 : n - j > FTV_VL ? FTV_VL : n - j); }
 
@@ -350,73 +418,102 @@ INLINE void reduce_rows(const float *x, size_t ldx, const int nr, int n, const f
     for (int r = 0; r < nr; r++) out[r] = fold_sum(acc[r]);
 }
 
-/* norm_quant on nr (1 to NORM_ROWS) rows in lockstep, so that their chains of dependent steps (sums,
- * square roots, maxima, divisions) overlap; ln: a LayerNorm first (gamma gv, beta bv as floats),
- * its output in scratch (nr rows of n), whose RMSNorm sums of squares the same pass takes; f16:
- * the kind of g. Every value is the scalar kernels' (ftv_layernorm, ftv_rmsnorm_quant). */
-INLINE void norm_quant_n(const float *x, size_t ldx, const int nr, const int ln, const float *gv, const float *bv,
-                         float ln_eps, const ftv_fvec *g, const int f16, float rms_eps, float quant_eps, int n,
-                         int8_t *q, float *s, int32_t *sum, float *scratch) {
+/* norm_quant on a group of nr (1 to NORM_ROWS) rows in lockstep, so that their chains of
+ * dependent steps (sums, square roots, maxima, divisions) overlap, in stages: with a LayerNorm
+ * (ln), norm_mean, norm_var, then norm_ln (its output, gamma gv and beta bv as floats, in the
+ * group's scratch rows, and their RMSNorm sums of squares), or norm_squares without one; then
+ * norm_scale and norm_codes. Every value is the scalar kernels' (ftv_layernorm,
+ * ftv_rmsnorm_quant). (Two groups' stages alternated, to fill one group's waits with the other's
+ * work, measured no faster: the passes are bound by their instructions, not by those waits.) */
+typedef struct {
+    const float *x, *h; /* the input rows x + r ldx; the RMSNorm's, h + r ldh (x, or the LayerNorm's output) */
+    size_t ldx, ldh;
+    float *scratch; /* nr rows of n */
+    int8_t *q;
+    float *s;
+    int32_t *sum;
+    float mean[NORM_ROWS], rn[NORM_ROWS], rs[NORM_ROWS]; /* the LayerNorm's mean and factor; the RMSNorm's factor */
+} norm_group;
+
+INLINE void norm_mean(norm_group *gr, const int nr, int n) {
     const float zero[NORM_ROWS] = {0.0f};
-    const float *h = x; /* the RMSNorm input rows, h + r * ldh */
-    size_t ldh = ldx;
-    float ss[NORM_ROWS];
-    if (ln) {
-        float mean[NORM_ROWS], var[NORM_ROWS];
-        reduce_rows(x, ldx, nr, n, zero, 0, mean);
+    reduce_rows(gr->x, gr->ldx, nr, n, zero, 0, gr->mean);
 #pragma GCC unroll 4
-        for (int r = 0; r < nr; r++) mean[r] /= (float)n;
-        reduce_rows(x, ldx, nr, n, mean, 1, var);
-        vf mv[NORM_ROWS], rv[NORM_ROWS], acc[NORM_ROWS][RED];
+    for (int r = 0; r < nr; r++) gr->mean[r] /= (float)n;
+}
+
+INLINE void norm_var(norm_group *gr, const int nr, int n, float ln_eps) {
+    float var[NORM_ROWS];
+    reduce_rows(gr->x, gr->ldx, nr, n, gr->mean, 1, var);
 #pragma GCC unroll 4
-        for (int r = 0; r < nr; r++) {
-            mv[r] = vf_set1(mean[r]);
-            rv[r] = vf_set1(ftv_norm_factor(var[r], n, ln_eps));
-#pragma GCC unroll 8
-            for (int u = 0; u < RED; u++) acc[r][u] = vf_zero();
-        }
-        int j = 0; /* out = (x - mean) * r * gamma + beta, and its squares; the last FTV_LANES masked */
-        for (; j + FTV_LANES <= n; j += FTV_LANES)
-#pragma GCC unroll 8
-            for (int u = 0; u < RED; u++) {
-                const int at = j + FTV_VL * u;
-                const vf gu = vf_load(gv + at), bu = vf_load(bv + at);
-#pragma GCC unroll 4
-                for (int r = 0; r < nr; r++) {
-                    const vf o = vf_add(vf_mul(vf_mul(vf_sub(vf_load(x + r * ldx + at), mv[r]), rv[r]), gu), bu);
-                    vf_store(scratch + (size_t)r * n + at, o);
-                    acc[r][u] = vf_add(acc[r][u], vf_mul(o, o));
-                }
-            }
-        if (j < n)
-#pragma GCC unroll 8
-            for (int u = 0; u < RED; u++) {
-                const int at = j + FTV_VL * u;
-                const vmask m = lanes_left(n, at);
-                const vf gu = vf_load_mask(gv + at, m), bu = vf_load_mask(bv + at, m);
-#pragma GCC unroll 4
-                for (int r = 0; r < nr; r++) {
-                    const vf o = vf_add(vf_mul(vf_mul(vf_sub(vf_load_mask(x + r * ldx + at, m), mv[r]), rv[r]), gu), bu);
-                    vf_store_mask(scratch + (size_t)r * n + at, m, o);
-                    acc[r][u] = vf_add_mask(acc[r][u], m, vf_mul(o, o));
-                }
-            }
-#pragma GCC unroll 4
-        for (int r = 0; r < nr; r++) ss[r] = fold_sum(acc[r]);
-        h = scratch, ldh = (size_t)n;
-    } else {
-        reduce_rows(x, ldx, nr, n, zero, 1, ss);
-    }
-    vf rr[NORM_ROWS], mx[NORM_ROWS][2];
-    float rs[NORM_ROWS];
+    for (int r = 0; r < nr; r++) gr->rn[r] = ftv_norm_factor(var[r], n, ln_eps);
+}
+
+/* out = (x - mean) * rn * gamma + beta into scratch, and its squares; the last FTV_LANES masked */
+INLINE void norm_ln(norm_group *gr, const int nr, int n, const float *gv, const float *bv, float rms_eps) {
+    const float *x = gr->x;
+    const size_t ldx = gr->ldx;
+    float *scratch = gr->scratch;
+    vf mv[NORM_ROWS], rv[NORM_ROWS], acc[NORM_ROWS][RED];
 #pragma GCC unroll 4
     for (int r = 0; r < nr; r++) {
-        rs[r] = ftv_norm_factor(ss[r], n, rms_eps);
-        rr[r] = vf_set1(rs[r]);
+        mv[r] = vf_set1(gr->mean[r]);
+        rv[r] = vf_set1(gr->rn[r]);
+#pragma GCC unroll 8
+        for (int u = 0; u < RED; u++) acc[r][u] = vf_zero();
+    }
+    int j = 0;
+    for (; j + FTV_LANES <= n; j += FTV_LANES)
+#pragma GCC unroll 8
+        for (int u = 0; u < RED; u++) {
+            const int at = j + FTV_VL * u;
+            const vf gu = vf_load(gv + at), bu = vf_load(bv + at);
+#pragma GCC unroll 4
+            for (int r = 0; r < nr; r++) {
+                const vf o = vf_add(vf_mul(vf_mul(vf_sub(vf_load(x + r * ldx + at), mv[r]), rv[r]), gu), bu);
+                vf_store(scratch + (size_t)r * n + at, o);
+                acc[r][u] = vf_add(acc[r][u], vf_mul(o, o));
+            }
+        }
+    if (j < n)
+#pragma GCC unroll 8
+        for (int u = 0; u < RED; u++) {
+            const int at = j + FTV_VL * u;
+            const vmask m = lanes_left(n, at);
+            const vf gu = vf_load_mask(gv + at, m), bu = vf_load_mask(bv + at, m);
+#pragma GCC unroll 4
+            for (int r = 0; r < nr; r++) {
+                const vf o = vf_add(vf_mul(vf_mul(vf_sub(vf_load_mask(x + r * ldx + at, m), mv[r]), rv[r]), gu), bu);
+                vf_store_mask(scratch + (size_t)r * n + at, m, o);
+                acc[r][u] = vf_add_mask(acc[r][u], m, vf_mul(o, o));
+            }
+        }
+#pragma GCC unroll 4
+    for (int r = 0; r < nr; r++) gr->rs[r] = ftv_norm_factor(fold_sum(acc[r]), n, rms_eps);
+    gr->h = scratch, gr->ldh = (size_t)n;
+}
+
+INLINE void norm_squares(norm_group *gr, const int nr, int n, float rms_eps) {
+    const float zero[NORM_ROWS] = {0.0f};
+    float ss[NORM_ROWS];
+    reduce_rows(gr->x, gr->ldx, nr, n, zero, 1, ss);
+#pragma GCC unroll 4
+    for (int r = 0; r < nr; r++) gr->rs[r] = ftv_norm_factor(ss[r], n, rms_eps);
+    gr->h = gr->x, gr->ldh = gr->ldx;
+}
+
+/* v = h rs g, kept in scratch (in place when h is scratch) for the quantizer, and |v|'s maxima,
+ * two a row in turn: the quantizer then multiplies once, not three times; the scales s. */
+INLINE void norm_scale(norm_group *gr, const int nr, int n, const ftv_fvec *g, const int f16, float quant_eps) {
+    const float *h = gr->h;
+    const size_t ldh = gr->ldh;
+    float *scratch = gr->scratch;
+    vf rr[NORM_ROWS], mx[NORM_ROWS][2];
+#pragma GCC unroll 4
+    for (int r = 0; r < nr; r++) {
+        rr[r] = vf_set1(gr->rs[r]);
         mx[r][0] = mx[r][1] = vf_zero();
     }
-    /* v = h r g, kept in scratch (in place when h is scratch) for the quantizer, and |v|'s
-     * maxima, two a row in turn: the quantizer then multiplies once, not three times */
     int j = 0;
     for (; j + 2 * FTV_VL <= n; j += 2 * FTV_VL)
 #pragma GCC unroll 4
@@ -439,26 +536,29 @@ INLINE void norm_quant_n(const float *x, size_t ldx, const int nr, const int ln,
             mx[r][0] = vf_max(mx[r][0], vf_abs(v));
         }
     }
+#pragma GCC unroll 4
+    for (int r = 0; r < nr; r++) gr->s[r] = ftv_quant_scale(vf_hmax(vf_max(mx[r][0], mx[r][1])), quant_eps, gr->rs[r]);
+}
+
+/* q = clamp(rint(v s)), 4 vectors a store, and the codes' sums */
+INLINE void norm_codes(norm_group *gr, const int nr, int n) {
+    const float *scratch = gr->scratch;
+    int8_t *q = gr->q;
     vf sv[NORM_ROWS];
     vi total[NORM_ROWS];
-    const vf lo = vf_set1(-128.0f), hi = vf_set1(127.0f);
 #pragma GCC unroll 4
     for (int r = 0; r < nr; r++) {
-        const float amax = vf_hmax(vf_max(mx[r][0], mx[r][1]));
-        s[r] = ftv_quant_scale(amax, quant_eps, rs[r]);
-        sv[r] = vf_set1(s[r]);
+        sv[r] = vf_set1(gr->s[r]);
         total[r] = vi_zero();
     }
-    for (j = 0; j + 4 * FTV_VL <= n; j += 4 * FTV_VL) { /* q = clamp(rint(v s)), 4 vectors a store */
+    int j = 0;
+    for (; j + 4 * FTV_VL <= n; j += 4 * FTV_VL) {
 #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) {
             vi c[4];
 #pragma GCC unroll 4
-            for (int u = 0; u < 4; u++) {
-                const vf v = vf_load(scratch + (size_t)r * n + j + FTV_VL * u);
-                c[u] = vf_to_i32(vf_min(vf_max(vf_round(vf_mul(v, sv[r])), lo), hi));
-                total[r] = vi_add(total[r], c[u]);
-            }
+            for (int u = 0; u < 4; u++) c[u] = quant_code(vf_mul(vf_load(scratch + (size_t)r * n + j + FTV_VL * u), sv[r]));
+            total[r] = vi_add(total[r], vi_add(vi_add(c[0], c[1]), vi_add(c[2], c[3])));
             vi_store_i8x4(q + (size_t)r * n + j, c[0], c[1], c[2], c[3]);
         }
     }
@@ -467,14 +567,33 @@ INLINE void norm_quant_n(const float *x, size_t ldx, const int nr, const int ln,
 #pragma GCC unroll 4
         for (int r = 0; r < nr; r++) {
             const vf v = j + FTV_VL <= n ? vf_load(scratch + (size_t)r * n + j) : vf_load_mask(scratch + (size_t)r * n + j, m);
-            const vi c = vf_to_i32(vf_min(vf_max(vf_round(vf_mul(v, sv[r])), lo), hi));
+            const vi c = quant_code(vf_mul(v, sv[r]));
             total[r] = vi_add(total[r], c);
             if (j + FTV_VL <= n) vi_store_i8(q + (size_t)r * n + j, c);
             else vi_store_i8_n(q + (size_t)r * n + j, c, m, n - j);
         }
     }
 #pragma GCC unroll 4
-    for (int r = 0; r < nr; r++) sum[r] = vi_sum(total[r]);
+    for (int r = 0; r < nr; r++) gr->sum[r] = vi_sum(total[r]);
+}
+
+/* The group of rows [r, r + nr) with scratch rows sc. */
+INLINE norm_group group_at(const float *x, size_t ldx, int r, int n, int8_t *q, float *s, int32_t *sum, float *sc) {
+    return (norm_group){.x = x + (size_t)r * ldx, .ldx = ldx, .scratch = sc, .q = q + (size_t)r * n, .s = s + r,
+                        .sum = sum + r};
+}
+
+INLINE void norm_group_run(norm_group *gr, const int nr, const int ln, const float *gv, const float *bv, float ln_eps,
+                           const ftv_fvec *g, const int f16, float rms_eps, float quant_eps, int n) {
+    if (ln) {
+        norm_mean(gr, nr, n);
+        norm_var(gr, nr, n, ln_eps);
+        norm_ln(gr, nr, n, gv, bv, rms_eps);
+    } else {
+        norm_squares(gr, nr, n, rms_eps);
+    }
+    norm_scale(gr, nr, n, g, f16, quant_eps);
+    norm_codes(gr, nr, n);
 }
 
 INLINE void norm_quant_with(const float *x, size_t ldx, int rows, const ftv_tmat *ln_g, const ftv_tmat *ln_b,
@@ -483,12 +602,15 @@ INLINE void norm_quant_with(const float *x, size_t ldx, int rows, const ftv_tmat
     const int ln = ln_g != NULL;
     const float *gv = ln ? (const float *)ln_g->repack : NULL, *bv = ln ? (const float *)ln_b->repack : NULL;
     int r = 0;
-    for (; r + NORM_ROWS <= rows; r += NORM_ROWS)
-        norm_quant_n(x + r * ldx, ldx, NORM_ROWS, ln, gv, bv, ln_eps, g, f16, rms_eps, quant_eps, n, q + (size_t)r * n,
-                     s + r, sum + r, scratch);
-    for (; r < rows; r++)
-        norm_quant_n(x + r * ldx, ldx, 1, ln, gv, bv, ln_eps, g, f16, rms_eps, quant_eps, n, q + (size_t)r * n, s + r,
-                     sum + r, scratch);
+    for (; r + NORM_ROWS <= rows; r += NORM_ROWS) {
+        norm_group a = group_at(x, ldx, r, n, q, s, sum, scratch);
+        if (ln) norm_group_run(&a, NORM_ROWS, 1, gv, bv, ln_eps, g, f16, rms_eps, quant_eps, n);
+        else norm_group_run(&a, NORM_ROWS, 0, gv, bv, ln_eps, g, f16, rms_eps, quant_eps, n);
+    }
+    for (; r < rows; r++) {
+        norm_group a = group_at(x, ldx, r, n, q, s, sum, scratch);
+        norm_group_run(&a, 1, ln, gv, bv, ln_eps, g, f16, rms_eps, quant_eps, n);
+    }
 }
 
 static void x86_norm_quant(const float *x, size_t ldx, int rows, const ftv_tmat *ln_g, const ftv_tmat *ln_b,
@@ -533,7 +655,6 @@ static float x86_absmax(const float *x, int n) {
 static void x86_quantize_patches(const float *img, int chans, int h, int w, int ph, int pw, const float *scales,
                                  int p0, int p1, int8_t *q) {
     const int gw = w / pw;
-    const vf lo = vf_set1(-128.0f), hi = vf_set1(127.0f);
     for (int pi = p0; pi < p1; pi++) {
         int8_t *dst = q + (size_t)pi * chans * ph * pw;
         const int y0 = (pi / gw) * ph, x0 = (pi % gw) * pw;
@@ -543,7 +664,7 @@ static void x86_quantize_patches(const float *img, int chans, int h, int w, int 
                 const float *x = img + ((size_t)ch * h + y0 + dy) * w + x0;
                 for (int j = 0; j < pw; j += FTV_VL) {
                     const vmask m = lanes_left(pw, j);
-                    const vi c = vf_to_i32(vf_min(vf_max(vf_round(vf_mul(vf_load_mask(x + j, m), sv)), lo), hi));
+                    const vi c = quant_code(vf_mul(vf_load_mask(x + j, m), sv));
                     if (j + FTV_VL <= pw) vi_store_i8(dst + j, c);
                     else vi_store_i8_n(dst + j, c, m, pw - j);
                 }

@@ -33,6 +33,7 @@ SIMD_INLINE vf vf_sub(vf a, vf b) { return _mm256_sub_ps(a, b); }
 SIMD_INLINE vf vf_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
 SIMD_INLINE vf vf_div(vf a, vf b) { return _mm256_div_ps(a, b); }
 SIMD_INLINE vf vf_fma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+SIMD_INLINE vf vf_fnma(vf a, vf b, vf c) { return _mm256_fnmadd_ps(a, b, c); } /* c - a b, rounded once */
 /* min/max as x86 orders them: vf_min(a, b) = a < b ? a : b (b when either is NaN) */
 SIMD_INLINE vf vf_min(vf a, vf b) { return _mm256_min_ps(a, b); }
 SIMD_INLINE vf vf_max(vf a, vf b) { return _mm256_max_ps(a, b); }
@@ -52,6 +53,7 @@ SIMD_INLINE vf vf_lookup8(vf table, vi idx) { return _mm256_permutevar8x32_ps(ta
 SIMD_INLINE vf vi_to_f32(vi a) { return _mm256_cvtepi32_ps(a); }
 SIMD_INLINE vf vi_as_f32(vi a) { return _mm256_castsi256_ps(a); }
 SIMD_INLINE vi vi_load(const int32_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
+SIMD_INLINE vi vi_load_i8(const int8_t *p) { return _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)); } /* FTV_VL int8, sign-extended */
 SIMD_INLINE vi vi_set1(int32_t x) { return _mm256_set1_epi32(x); }
 SIMD_INLINE vi vi_add(vi a, vi b) { return _mm256_add_epi32(a, b); }
 SIMD_INLINE vi vi_sub(vi a, vi b) { return _mm256_sub_epi32(a, b); }
@@ -142,6 +144,7 @@ SIMD_INLINE vf vf_sub(vf a, vf b) { return _mm512_sub_ps(a, b); }
 SIMD_INLINE vf vf_mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
 SIMD_INLINE vf vf_div(vf a, vf b) { return _mm512_div_ps(a, b); }
 SIMD_INLINE vf vf_fma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+SIMD_INLINE vf vf_fnma(vf a, vf b, vf c) { return _mm512_fnmadd_ps(a, b, c); } /* c - a b, rounded once */
 SIMD_INLINE vf vf_min(vf a, vf b) { return _mm512_min_ps(a, b); }
 SIMD_INLINE vf vf_max(vf a, vf b) { return _mm512_max_ps(a, b); }
 SIMD_INLINE vf vf_round(vf a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
@@ -163,6 +166,7 @@ SIMD_INLINE vf vf_lookup8(vf table, vi idx) { /* idx in [0, 8) or INT_MIN (low 4
 SIMD_INLINE vf vi_to_f32(vi a) { return _mm512_cvtepi32_ps(a); }
 SIMD_INLINE vf vi_as_f32(vi a) { return _mm512_castsi512_ps(a); }
 SIMD_INLINE vi vi_load(const int32_t *p) { return _mm512_loadu_si512((const void *)p); }
+SIMD_INLINE vi vi_load_i8(const int8_t *p) { return _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)p)); }
 SIMD_INLINE vi vi_set1(int32_t x) { return _mm512_set1_epi32(x); }
 SIMD_INLINE vi vi_add(vi a, vi b) { return _mm512_add_epi32(a, b); }
 SIMD_INLINE vi vi_sub(vi a, vi b) { return _mm512_sub_epi32(a, b); }

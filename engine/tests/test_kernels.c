@@ -145,6 +145,9 @@ static void fill_acts(int8_t *xq, size_t n, int acts) {
 /* The model sizes the GEMM scratch for its longest rows (max_k); shorter rows may use more row
  * groups a panel. 0: size it for k. */
 static int scratch_k = 0;
+/* The tokens' scales: xs_edge 0: all in [0.1, 3]; otherwise token 0's is xs_edge (the divisors past
+ * the SIMD epilogue's reciprocal range make it divide instead, for every token). */
+static float xs_edge = 0.0f;
 
 static void check_tgemm(uint32_t kind, int rows, int k, int tokens, int o0, int o1, int transposed, int accumulate,
                         int weights, int acts) {
@@ -155,7 +158,7 @@ static void check_tgemm(uint32_t kind, int rows, int k, int tokens, int o0, int 
     float *xs = malloc(sizeof(float) * tokens);
     int32_t *xsum = calloc((size_t)tokens, sizeof(int32_t)); /* what the quantizer gives the GEMM */
     for (int t = 0; t < tokens; t++) {
-        xs[t] = frand(0.1f, 3.0f);
+        xs[t] = t == 0 && xs_edge != 0.0f ? xs_edge : frand(0.1f, 3.0f);
         for (int j = 0; j < k; j++) xsum[t] += xq[(size_t)t * k + j];
     }
     const int n = o1 - o0, ldt = transposed ? 1 : n + 3, ldo = transposed ? tokens + 2 : 1;
@@ -213,6 +216,15 @@ static void test_simd_tgemm(void) {
         scratch_k = 1000;
         check_tgemm(kind, 40, 760, 13, 0, 40, 0, 0, 2, 2);
         scratch_k = 0;
+        /* divisors xs * 1.5 beyond [2^-64, 2^64), and within it at its edges: the epilogue's
+         * reciprocal and its division give the same values */
+        const float edges[] = {1e-25f, 4e-20f, 1e19f, 1e25f};
+        for (int e = 0; e < 4; e++) {
+            xs_edge = edges[e];
+            check_tgemm(kind, 40, 384, 13, 0, 40, 0, e % 2, 2, 2);
+            check_tgemm(kind, 20, 96, 9, 4, 20, 1, 0, 2, 2);
+        }
+        xs_edge = 0.0f;
         /* int16 worst cases: every code 2 (q = +1) against every activation -128 puts exactly
          * -32768 in each lane after 64 column groups; also +1 x 127, -1 x -128, -1 x 127 */
         for (int w = -1; w <= 1; w += 2) {
@@ -258,15 +270,17 @@ static void test_simd_patch_gemm(void) {
         }
 }
 
-/* norm_quant (RMSNorm + int8, with and without a LayerNorm first) on 1 to 5 rows of every
- * length, against the scalar set; and the sums of the codes. */
+/* norm_quant (RMSNorm + int8, with and without a LayerNorm first) on 1 to 19 rows of every
+ * length (groups of rows and single rows), against the scalar set; and the sums of the codes.
+ * The scratch is exactly FTV_NORM_ROWS rows (AddressSanitizer checks the bound). */
 static void test_simd_norm_quant(void) {
-    const int ks[] = {1, 7, 8, 33, 100, 384, 1536};
+    const int ks[] = {1, 7, 8, 33, 100, 384, 1536}, row_counts[] = {1, 2, 3, 4, 5, 8, 13, 19};
     for (size_t c = 0; c < sizeof ks / sizeof ks[0]; c++)
         for (int variant = 0; variant < 4; variant++) {
-            const int k = ks[c], f16 = variant & 1, ln = variant >> 1, rows = 1 + (int)(c + variant) % 5, ldx = k + 3;
+            const int k = ks[c], f16 = variant & 1, ln = variant >> 1, ldx = k + 3;
+            const int rows = row_counts[(c * 4 + (size_t)variant) % 8];
             float *x = malloc(sizeof(float) * rows * ldx), *g32 = malloc(sizeof(float) * k);
-            float *scratch = malloc(sizeof(float) * FTV_NORM_ROWS * k), s0[5], s1[5];
+            float *scratch = malloc(sizeof(float) * FTV_NORM_ROWS * k), s0[19], s1[19];
             uint16_t *g16 = malloc(2 * (size_t)k);
             int8_t *q0 = malloc((size_t)rows * k), *q1 = malloc((size_t)rows * k);
             for (int j = 0; j < rows * ldx; j++) x[j] = frand(-3.0f, 3.0f) * (j % 17 == 0 ? 20.0f : 1.0f);
@@ -275,7 +289,7 @@ static void test_simd_norm_quant(void) {
             tmat_fixture lg, lb;
             fixture_make(&lg, FTV_KIND_TQ1, 1, k, 2, 1.7f, 1);
             fixture_make(&lb, FTV_KIND_TQ2, 1, k, 2, 3.1f, 1);
-            int32_t sum0[5], sum1[5];
+            int32_t sum0[19], sum1[19];
             ftv_kernels_scalar.norm_quant(x, (size_t)ldx, rows, ln ? &lg.file : NULL, ln ? &lb.file : NULL, 1e-6f, &g,
                                           1e-5f, 1e-5f, k, q0, s0, sum0, scratch);
             simd->norm_quant(x, (size_t)ldx, rows, ln ? &lg.fast : NULL, ln ? &lb.fast : NULL, 1e-6f, &g, 1e-5f, 1e-5f,
