@@ -233,7 +233,7 @@ void ftv_softmax(float *x, int n) {
 }
 
 void ftv_gelu(float *x, int n) {
-    for (int j = 0; j < n; j++) x[j] = 0.5f * x[j] * (1.0f + ftv_erff(x[j] * 0.70710678118654752f));
+    for (int j = 0; j < n; j++) x[j] = 0.5f * x[j] * (1.0f + ftv_erff(x[j] * FTV_GELU_C));
 }
 
 void ftv_attend(const float *q, int ldq, const float *kt, int ldk, const float *v, int ldv, int tokens,

@@ -647,9 +647,13 @@ static void x86_layernorm(const float *x, const ftv_tmat *gamma, const ftv_tmat 
 /* ---- the image's quantizer and the position embedding -------------------------------- */
 
 static float x86_absmax(const float *x, int n) {
-    vf mx = vf_zero();
-    for (int j = 0; j < n; j += FTV_VL) mx = vf_max(mx, vf_abs(vf_load_mask(x + j, lanes_left(n, j))));
-    return vf_hmax(mx); /* exact in any order */
+    vf mx[4] = {vf_zero(), vf_zero(), vf_zero(), vf_zero()}; /* four chains of maxima: not one max's latency a vector */
+    int j = 0;
+    for (; j + 4 * FTV_VL <= n; j += 4 * FTV_VL)
+#pragma GCC unroll 4
+        for (int u = 0; u < 4; u++) mx[u] = vf_max(mx[u], vf_abs(vf_load(x + j + FTV_VL * u)));
+    for (; j < n; j += FTV_VL) mx[0] = vf_max(mx[0], vf_abs(vf_load_mask(x + j, lanes_left(n, j))));
+    return vf_hmax(vf_max(vf_max(mx[0], mx[1]), vf_max(mx[2], mx[3]))); /* exact in any order */
 }
 
 static void x86_quantize_patches(const float *img, int chans, int h, int w, int ph, int pw, const float *scales,
@@ -740,7 +744,7 @@ INLINE void softmax_v(float *x, int n, float mx, const int fast) {
 }
 
 INLINE void gelu_with(float *x, int n, const int fast) {
-    const vf half = vf_set1(0.5f), one = vf_set1(1.0f), rsqrt2 = vf_set1(0.70710678118654752f);
+    const vf half = vf_set1(0.5f), one = vf_set1(1.0f), rsqrt2 = vf_set1(FTV_GELU_C);
     int j = 0;
     for (; j + FTV_VL * EXP_WAYS <= n; j += FTV_VL * EXP_WAYS) {
         vf v[EXP_WAYS], e[EXP_WAYS];

@@ -97,6 +97,7 @@ static inline float ftv_expf(float x) {
 #define FTV_ERF_N 8
 #define FTV_ERF_DEG 6 /* ftv_erff writes its 6 steps out */
 #define FTV_ERF_CLAMP 4.0f
+#define FTV_GELU_C 0.70710678118654752f /* 1 / sqrt(2): GELU(x) = x / 2 (1 + erf(x c)) */
 static const float ftv_erf_center[FTV_ERF_N] = {0.0f, 0.75f, 1.25f, 1.75f, 2.25f, 2.75f, 3.25f, 3.75f};
 static const float ftv_erf_coef[FTV_ERF_DEG + 1][FTV_ERF_N] = {
     {-0.0388242751f, -0.0265467111f, 0.020512946f, 0.00905978214f, -0.00276420079f, -0.00166910188f,
