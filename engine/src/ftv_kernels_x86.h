@@ -44,34 +44,6 @@ static int max_int(int a, int b) { return a > b ? a : b; }
 
 /* ---- the ternary GEMM: drivers and epilogues ----------------------------------------- */
 
-/* Division by a token's divisor d of many integer-valued a (|a| < 2^31), rounded as vdivps
- * rounds it, without vdivps (one a ~2.5 cycles on AVX-512): y = 1 / d rounded (one division a
- * token), q = a y, then one correction with the residual r = a - d q, which a fused multiply-add
- * gives exactly: q + r y rounded is a / d rounded (Markstein's theorem: y within half an ulp of
- * 1 / d, q within one ulp of a / d, nothing over- or underflowing). Three multiply-adds. If a
- * divisor lies outside [2^-64, 2^64) (or is NaN), where an intermediate could leave the normal
- * range, the whole GEMM divides (recip 0). */
-INLINE vf divide(vf a, vf d, vf y, const int recip) {
-    if (!recip) return vf_div(a, d);
-    const vf q = vf_mul(a, y);
-    return vf_fma(vf_fnma(d, q, a), y, q);
-}
-
-/* den[t] = xs[t] * scale and rcp[t] = 1 / den[t] for n tokens (the divisors of their outputs);
- * 1 when every |den[t]| lies in [2^-64, 2^64) (divide's reciprocal path), 0 otherwise. */
-static int token_divisors(const float *xs, float scale, int n, float *den, float *rcp) {
-    const vf sv = vf_set1(scale), lo = vf_set1(0x1p-64f), hi = vf_set1(0x1p64f), one = vf_set1(1.0f);
-    vf bad = vf_zero(); /* 1 in a lane that saw |d| < lo, or |d| >= hi or NaN (no a < hi) */
-    for (int t = 0; t < n; t += FTV_VL) {
-        const vmask m = vmask_first(n - t < FTV_VL ? n - t : FTV_VL);
-        const vf d = vf_mul(vf_load_mask(xs + t, m), sv), a = vf_abs(d);
-        vf_store_mask(den + t, m, d);
-        vf_store_mask(rcp + t, m, vf_div(one, d));
-        bad = vf_max_mask(bad, m, vf_max(vf_select_lt(a, lo, one, vf_zero()), vf_select_lt(a, hi, vf_zero(), one)));
-    }
-    return vf_hmax(bad) == 0.0f;
-}
-
 /* The repacked layout (ftv_x86_repack): row groups of FTV_RG rows, each ceil(k / 16) blocks of
  * 32 bytes. A panel of nrg row groups, decoded: per column group (4 codes) 32 * nrg bytes, row
  * r of row group i at byte 32 i + 4 r, codes c = q + 1; then 32 bytes of zeros that the last
@@ -80,8 +52,8 @@ static int blocks_of(int k) { return (k + 15) / 16; }
 static size_t panel_bytes(int k, int rgs) { return (size_t)rgs * (size_t)blocks_of(k) * 4 * 32 + 32; }
 
 /* Per-thread scratch: the largest panel of any GEMM with rows of up to k codes (panel_rgs may
- * give a shorter row more row groups), then FTV_MAX_CHANNELS words a token: the per-channel
- * activation sums of the patch embedding, or the GEMM's two divisors (token_divisors). */
+ * give a shorter row more row groups), then the per-channel activation sums of the patch
+ * embedding. */
 static size_t x86_gemm_scratch(int k, int tokens) {
     size_t panel = 0;
     for (int rgs = 1; rgs <= PANEL_RGS_MAX; rgs++) { /* the longest rows that get rgs row groups */
@@ -129,28 +101,26 @@ typedef struct {
     const ftv_tmat *w;
     int o0, o1, ldt, ldo, accumulate;
     const int8_t *xq;
+    const float *xs;
     const int32_t *xsum;
-    const float *den, *rcp; /* token_divisors' */
-    int recip;
     float *y;
     const ftv_fvec *gamma; /* NULL unless accumulating with LayerScale */
 } tgemm_job;
 
 /* The epilogue of tgemm_store where the rows are whole vectors of each token's contiguous output:
- * nv vectors a token, what to do with a value (mode 0: store it, 1: add it, 2: add gamma times
- * it) and the division (recip) fixed, so that the loop is a token's few vector operations. */
-INLINE void store_rows(const tgemm_job *j, const int32_t *acc, int rg, int t0, int nt, const int nv, const int mode,
-                       const int recip) {
+ * nv vectors a token and what to do with a value (mode 0: store it, 1: add it, 2: add gamma
+ * times it) fixed, so that the loop is a token's few vector operations. */
+INLINE void store_rows(const tgemm_job *j, const int32_t *acc, int rg, int t0, int nt, const int nv, const int mode) {
     vf g[NVEC(PANEL_RGS_MAX)];
 #pragma GCC unroll 4
     for (int v = 0; v < nv; v++) g[v] = mode == 2 ? vf_load_fvec(j->gamma, rg * FTV_RG + v * FTV_VL) : vf_zero();
     float *dst = j->y + (size_t)t0 * j->ldt + (rg * FTV_RG - j->o0);
     for (int t = 0; t < nt; t++, dst += j->ldt) {
-        const vf d = vf_set1(j->den[t0 + t]), y = vf_set1(j->rcp[t0 + t]);
+        const vf den = vf_set1(j->xs[t0 + t] * j->w->scale);
         const vi s = vi_set1(j->xsum[t0 + t]);
 #pragma GCC unroll 4
         for (int v = 0; v < nv; v++) {
-            const vf val = divide(vi_to_f32(vi_sub(vi_load(acc + (t * nv + v) * FTV_VL), s)), d, y, recip);
+            const vf val = vf_div(vi_to_f32(vi_sub(vi_load(acc + (t * nv + v) * FTV_VL), s)), den);
             float *o = dst + v * FTV_VL;
             if (mode == 0) vf_store(o, val);
             else if (mode == 1) vf_store(o, vf_add(vf_load(o), val)); /* 1 * val = val */
@@ -168,10 +138,7 @@ INLINE void tgemm_store(const tgemm_job *j, const int32_t *acc, int rg, int nrg,
         _Static_assert(NVEC(PANEL_RGS_MAX) <= 2, "store_rows' cases");
         const int mode = !j->accumulate ? 0 : !j->gamma ? 1 : 2;
 #define STORE_ROWS(NV, MODE)                                                                                   \
-    case (NV) * 3 + (MODE):                                                                                     \
-        if (j->recip) store_rows(j, acc, rg, t0, nt, NV, MODE, 1);                                              \
-        else store_rows(j, acc, rg, t0, nt, NV, MODE, 0);                                                       \
-        return;
+    case (NV) * 3 + (MODE): store_rows(j, acc, rg, t0, nt, NV, MODE); return;
         switch (nv * 3 + mode) {
             STORE_ROWS(1, 0) STORE_ROWS(1, 1) STORE_ROWS(1, 2) STORE_ROWS(2, 0) STORE_ROWS(2, 1) STORE_ROWS(2, 2)
         default: break;
@@ -179,14 +146,13 @@ INLINE void tgemm_store(const tgemm_job *j, const int32_t *acc, int rg, int nrg,
 #undef STORE_ROWS
     }
     for (int t = 0; t < nt; t++) {
-        const vf d = vf_set1(j->den[t0 + t]), y = vf_set1(j->rcp[t0 + t]);
+        const vf den = vf_set1(j->xs[t0 + t] * j->w->scale);
         const vi s = vi_set1(j->xsum[t0 + t]);
         float *yt = j->y + (size_t)(t0 + t) * j->ldt;
         for (int v = 0; v < nv; v++) {
             const int r0 = rg * FTV_RG + v * FTV_VL, n = min_int(FTV_VL, end - r0); /* rows [r0, r0 + n) */
             if (n <= 0) break;
-            const vi a = vi_sub(vi_load(acc + (t * nv + v) * FTV_VL), s);
-            const vf val = j->recip ? divide(vi_to_f32(a), d, y, 1) : divide(vi_to_f32(a), d, y, 0);
+            const vf val = vf_div(vi_to_f32(vi_sub(vi_load(acc + (t * nv + v) * FTV_VL), s)), den);
             const vmask m = vmask_first(n);
             if (r0 >= j->o0 && j->ldo == 1) {
                 float *dst = yt + (r0 - j->o0);
@@ -224,14 +190,8 @@ static void x86_tgemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const
         ftv_tgemm_strided(w, o0, o1, xq, xs, xsum, tokens, y, ldt, ldo, scratch, accumulate, gamma);
         return;
     }
-    /* the tokens' divisors past this GEMM's panel (in x86_gemm_scratch's room for the patch
-     * embedding's sums: no panel of rows of up to the model's longest k is larger) */
-    const int rgs = panel_rgs(w->k);
-    float *den = (float *)((uint8_t *)scratch + panel_bytes(w->k, rgs)), *rcp = den + tokens;
-    const int recip = token_divisors(xs, w->scale, tokens, den, rcp);
-    tgemm_job job = {w,   o0,   o1,     ldt, ldo, accumulate, xq,
-                     xsum, den, rcp, recip, y,  accumulate && gamma && gamma->n ? gamma : NULL};
-    sweep(w, o0, o1, tokens, (uint8_t *)scratch, rgs, TILE_TOKENS, tgemm_tile, &job);
+    tgemm_job job = {w, o0, o1, ldt, ldo, accumulate, xq, xs, xsum, y, accumulate && gamma && gamma->n ? gamma : NULL};
+    sweep(w, o0, o1, tokens, (uint8_t *)scratch, panel_rgs(w->k), TILE_TOKENS, tgemm_tile, &job);
 }
 
 typedef struct {

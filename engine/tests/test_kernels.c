@@ -145,8 +145,7 @@ static void fill_acts(int8_t *xq, size_t n, int acts) {
 /* The model sizes the GEMM scratch for its longest rows (max_k); shorter rows may use more row
  * groups a panel. 0: size it for k. */
 static int scratch_k = 0;
-/* The tokens' scales: xs_edge 0: all in [0.1, 3]; otherwise token 0's is xs_edge (the divisors past
- * the SIMD epilogue's reciprocal range make it divide instead, for every token). */
+/* The tokens' scales: xs_edge 0: all in [0.1, 3]; otherwise token 0's is xs_edge. */
 static float xs_edge = 0.0f;
 
 static void check_tgemm(uint32_t kind, int rows, int k, int tokens, int o0, int o1, int transposed, int accumulate,
@@ -216,8 +215,7 @@ static void test_simd_tgemm(void) {
         scratch_k = 1000;
         check_tgemm(kind, 40, 760, 13, 0, 40, 0, 0, 2, 2);
         scratch_k = 0;
-        /* divisors xs * 1.5 beyond [2^-64, 2^64), and within it at its edges: the epilogue's
-         * reciprocal and its division give the same values */
+        /* a token's divisor xs * 1.5 tiny or huge: quotients far from 1 */
         const float edges[] = {1e-25f, 4e-20f, 1e19f, 1e25f};
         for (int e = 0; e < 4; e++) {
             xs_edge = edges[e];
