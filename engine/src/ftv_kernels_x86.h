@@ -145,6 +145,25 @@ INLINE void tgemm_store(const tgemm_job *j, const int32_t *acc, int rg, int nrg,
         }
 #undef STORE_ROWS
     }
+    if (j->ldt == 1 && j->ldo != 1 && !j->accumulate && rg * FTV_RG >= j->o0) { /* transposed (attention keys) */
+        for (int v = 0; v < nv; v++) {
+            const int r0 = rg * FTV_RG + v * FTV_VL, n = min_int(FTV_VL, end - r0); /* rows [r0, r0 + n) */
+            for (int tc = 0; tc < nt && n > 0; tc += FTV_VL) { /* FTV_VL tokens, then one transpose */
+                const int nc = min_int(FTV_VL, nt - tc);
+                vf m[FTV_VL];
+#pragma GCC unroll 16
+                for (int t = 0; t < FTV_VL; t++)
+                    m[t] = t < nc ? vf_div(vi_to_f32(vi_sub(vi_load(acc + ((tc + t) * nv + v) * FTV_VL),
+                                                            vi_set1(j->xsum[t0 + tc + t]))),
+                                           vf_set1(j->xs[t0 + tc + t] * j->w->scale))
+                                  : vf_zero();
+                vf_transpose(m);
+                const vmask mt = vmask_first(nc);
+                for (int l = 0; l < n; l++) vf_store_mask(j->y + (size_t)(r0 + l - j->o0) * j->ldo + t0 + tc, mt, m[l]);
+            }
+        }
+        return;
+    }
     for (int t = 0; t < nt; t++) {
         const vf den = vf_set1(j->xs[t0 + t] * j->w->scale);
         const vi s = vi_set1(j->xsum[t0 + t]);

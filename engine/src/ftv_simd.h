@@ -100,6 +100,24 @@ SIMD_INLINE float vf_fold_sum(vf v) {
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
+/* a[i] lane j -> a[j] lane i: the 8 x 8 transpose (unpacks, then shuffles, then 128-bit halves) */
+SIMD_INLINE void vf_transpose(vf *a) {
+    vf t[8], u[8];
+    for (int k = 0; k < 4; k++) {
+        t[2 * k] = _mm256_unpacklo_ps(a[2 * k], a[2 * k + 1]);
+        t[2 * k + 1] = _mm256_unpackhi_ps(a[2 * k], a[2 * k + 1]);
+    }
+    for (int k = 0; k < 2; k++) { /* u[4k + c], 128-bit half L: rows 4k .. 4k + 3 of column 4L + c */
+        u[4 * k] = _mm256_shuffle_ps(t[4 * k], t[4 * k + 2], 0x44);
+        u[4 * k + 1] = _mm256_shuffle_ps(t[4 * k], t[4 * k + 2], 0xEE);
+        u[4 * k + 2] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0x44);
+        u[4 * k + 3] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; c++) {
+        a[c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x20);
+        a[4 + c] = _mm256_permute2f128_ps(u[c], u[4 + c], 0x31);
+    }
+}
 SIMD_INLINE float vf_hmax(vf v) { /* exact in any order: max of floats is one of them */
     __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     m = _mm_max_ps(m, _mm_movehl_ps(m, m));
@@ -194,6 +212,29 @@ SIMD_INLINE float vf_fold_sum(vf v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+/* a[i] lane j -> a[j] lane i: the 16 x 16 transpose (unpacks, shuffles, then two rounds of
+ * 128-bit lane shuffles) */
+SIMD_INLINE void vf_transpose(vf *a) {
+    vf t[16], u[16];
+    for (int k = 0; k < 8; k++) {
+        t[2 * k] = _mm512_unpacklo_ps(a[2 * k], a[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_ps(a[2 * k], a[2 * k + 1]);
+    }
+    for (int k = 0; k < 4; k++) { /* u[4k + c], 128-bit lane L: rows 4k .. 4k + 3 of column 4L + c */
+        u[4 * k] = _mm512_shuffle_ps(t[4 * k], t[4 * k + 2], 0x44);
+        u[4 * k + 1] = _mm512_shuffle_ps(t[4 * k], t[4 * k + 2], 0xEE);
+        u[4 * k + 2] = _mm512_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0x44);
+        u[4 * k + 3] = _mm512_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0xEE);
+    }
+    for (int c = 0; c < 4; c++) { /* column 4L + c: lanes L of u[c], u[4 + c], u[8 + c], u[12 + c] */
+        const vf p0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x44), p1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xEE);
+        const vf q0 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x44), q1 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xEE);
+        a[c] = _mm512_shuffle_f32x4(p0, q0, 0x88);
+        a[4 + c] = _mm512_shuffle_f32x4(p0, q0, 0xDD);
+        a[8 + c] = _mm512_shuffle_f32x4(p1, q1, 0x88);
+        a[12 + c] = _mm512_shuffle_f32x4(p1, q1, 0xDD);
+    }
 }
 SIMD_INLINE void vf_scatter(float *p, size_t stride, vmask m, vf v) {
     const __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
