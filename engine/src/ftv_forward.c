@@ -29,7 +29,6 @@
 #include "ftv_rollout.h"
 
 #define MLP_TILE_MIN 16 /* tokens per MLP tile at least; more when the attention phase's room allows */
-#define MLP_TILE_WIDE 64 /* tokens per MLP tile of the wide (x86) kernel sets */
 #define ROW_ALIGN 16    /* GEMM row ranges split among threads start at multiples of this (AVX2 panel) */
 
 /* Whether the MLP tiles have bytes of their own, not the attention output's: with several
@@ -74,9 +73,10 @@ size_t ftv_state_layout(ftv_model *m, void *arena) {
     }
     end = off;
     /* MLP: each thread's tile as large as its share of the attention phase's room allows
-     * (hid, hq, hs and their alignment padding), or MLP_TILE_WIDE tokens with the wide sets */
+     * (hid, hq, hs and their alignment padding); with the wide sets, all of the thread's tokens
+     * (one tile: each weight panel decoded once a block, not once a tile) */
     const size_t room = (off - phase) / n;
-    size_t tile = wide ? MLP_TILE_WIDE : room > 192 ? (room - 192) / (H * 5 + 4) : 0;
+    size_t tile = wide ? (T + n - 1) / n : room > 192 ? (room - 192) / (H * 5 + 4) : 0;
     m->mlp_tile = (int)(tile < MLP_TILE_MIN ? MLP_TILE_MIN : tile > T ? T : tile);
     /* With several threads, the wide sets' tiles start past o (over the dead keys and values):
      * a thread's MLP cannot overwrite the attention output another is still quantizing, so no
