@@ -643,6 +643,20 @@ static void x86_quantize_patches(const float *img, int chans, int h, int w, int 
         const int y0 = (pi / gw) * ph, x0 = (pi % gw) * pw;
         for (int ch = 0; ch < chans; ch++) {
             const vf sv = vf_set1(scales[ch]);
+            if (pw % FTV_VL == 0 && (ph * pw) % (4 * FTV_VL) == 0) { /* whole vectors: 4 a store (as norm_codes) */
+                int dy = 0, dx = 0; /* of the vector's first value */
+                for (int k = 0; k < ph * pw; k += 4 * FTV_VL) {
+                    vi c[4];
+#pragma GCC unroll 4
+                    for (int u = 0; u < 4; u++) {
+                        c[u] = quant_code(vf_mul(vf_load(img + ((size_t)ch * h + y0 + dy) * w + x0 + dx), sv));
+                        if ((dx += FTV_VL) == pw) dx = 0, dy++;
+                    }
+                    vi_store_i8x4(dst + k, c[0], c[1], c[2], c[3]);
+                }
+                dst += ph * pw;
+                continue;
+            }
             for (int dy = 0; dy < ph; dy++, dst += pw) { /* a row of the patch, the last vector masked */
                 const float *x = img + ((size_t)ch * h + y0 + dy) * w + x0;
                 for (int j = 0; j < pw; j += FTV_VL) {
