@@ -107,6 +107,10 @@ typedef struct {
     const ftv_fvec *gamma; /* NULL unless accumulating with LayerScale */
 } tgemm_job;
 
+/* An epilogue's FTV_VL values from integer sums a[] of the unsigned codes: the token's activation
+ * sum s subtracted (sum c a - sum a = sum q a), converted, divided by den. */
+INLINE vf acc_value(const int32_t *a, vi s, vf den) { return vf_div(vi_to_f32(vi_sub(vi_load(a), s)), den); }
+
 /* The epilogue of tgemm_store where the rows are whole vectors of each token's contiguous output:
  * nv vectors a token and what to do with a value (mode 0: store it, 1: add it, 2: add gamma
  * times it) fixed, so that the loop is a token's few vector operations. */
@@ -120,7 +124,7 @@ INLINE void store_rows(const tgemm_job *j, const int32_t *acc, int rg, int t0, i
         const vi s = vi_set1(j->xsum[t0 + t]);
 #pragma GCC unroll 4
         for (int v = 0; v < nv; v++) {
-            const vf val = vf_div(vi_to_f32(vi_sub(vi_load(acc + (t * nv + v) * FTV_VL), s)), den);
+            const vf val = acc_value(acc + (t * nv + v) * FTV_VL, s, den);
             float *o = dst + v * FTV_VL;
             if (mode == 0) vf_store(o, val);
             else if (mode == 1) vf_store(o, vf_add(vf_load(o), val)); /* 1 * val = val */
@@ -153,9 +157,8 @@ INLINE void tgemm_store(const tgemm_job *j, const int32_t *acc, int rg, int nrg,
                 vf m[FTV_VL];
 #pragma GCC unroll 16
                 for (int t = 0; t < FTV_VL; t++)
-                    m[t] = t < nc ? vf_div(vi_to_f32(vi_sub(vi_load(acc + ((tc + t) * nv + v) * FTV_VL),
-                                                            vi_set1(j->xsum[t0 + tc + t]))),
-                                           vf_set1(j->xs[t0 + tc + t] * j->w->scale))
+                    m[t] = t < nc ? acc_value(acc + ((tc + t) * nv + v) * FTV_VL, vi_set1(j->xsum[t0 + tc + t]),
+                                              vf_set1(j->xs[t0 + tc + t] * j->w->scale))
                                   : vf_zero();
                 vf_transpose(m);
                 const vmask mt = vmask_first(nc);
@@ -171,7 +174,7 @@ INLINE void tgemm_store(const tgemm_job *j, const int32_t *acc, int rg, int nrg,
         for (int v = 0; v < nv; v++) {
             const int r0 = rg * FTV_RG + v * FTV_VL, n = min_int(FTV_VL, end - r0); /* rows [r0, r0 + n) */
             if (n <= 0) break;
-            const vf val = vf_div(vi_to_f32(vi_sub(vi_load(acc + (t * nv + v) * FTV_VL), s)), den);
+            const vf val = acc_value(acc + (t * nv + v) * FTV_VL, s, den);
             const vmask m = vmask_first(n);
             if (r0 >= j->o0 && j->ldo == 1) {
                 float *dst = yt + (r0 - j->o0);
@@ -238,7 +241,7 @@ INLINE void patch_tile(void *ctx, const uint8_t *panel, int rg, int nrg, int t0,
         for (int t = 0; t < nt; t++) {
             const vi s = vi_set1(j->asum[(t0 + t) * j->chans + ch]);
             for (int v = 0; v < nv; v++)
-                sum[t][v] = vf_add(sum[t][v], vf_div(vi_to_f32(vi_sub(vi_load(acc + (t * nv + v) * FTV_VL), s)), sc));
+                sum[t][v] = vf_add(sum[t][v], acc_value(acc + (t * nv + v) * FTV_VL, s, sc));
         }
     }
     const int end = min_int(j->o1, (rg + nrg) * FTV_RG);
@@ -637,13 +640,13 @@ static float x86_absmax(const float *x, int n) {
 
 static void x86_quantize_patches(const float *img, int chans, int h, int w, int ph, int pw, const float *scales,
                                  int p0, int p1, int8_t *q) {
-    const int gw = w / pw;
+    const int gw = w / pw, whole = pw % FTV_VL == 0 && (ph * pw) % (4 * FTV_VL) == 0;
     for (int pi = p0; pi < p1; pi++) {
         int8_t *dst = q + (size_t)pi * chans * ph * pw;
         const int y0 = (pi / gw) * ph, x0 = (pi % gw) * pw;
         for (int ch = 0; ch < chans; ch++) {
             const vf sv = vf_set1(scales[ch]);
-            if (pw % FTV_VL == 0 && (ph * pw) % (4 * FTV_VL) == 0) { /* whole vectors: 4 a store (as norm_codes) */
+            if (whole) { /* whole vectors: 4 a store (as norm_codes) */
                 int dy = 0, dx = 0; /* of the vector's first value */
                 for (int k = 0; k < ph * pw; k += 4 * FTV_VL) {
                     vi c[4];
