@@ -97,7 +97,7 @@ def test_threads_and_kernels_give_identical_logits(tmp_path, monkeypatch, fmt):
     monkeypatch.setenv("FTV_FORCE_SCALAR", "1")
     scalar, scalar_two = Engine(path), Engine(path, threads=2)
     assert scalar.kernels == "scalar" and scalar.repacked_bytes == 0 and lut.kernels == "lut"
-    assert one.kernels in ("avx512", "avx2", "scalar") and avx2.kernels in ("avx2", "scalar")
+    assert one.kernels in ("amx", "avx512", "avx2", "scalar") and avx2.kernels in ("avx2", "scalar")
     assert two.threads == 2
     want = one.forward(x)
     for other in (two, avx2, lut, scalar, scalar_two):
@@ -109,8 +109,9 @@ def test_threads_and_kernels_give_identical_logits(tmp_path, monkeypatch, fmt):
 
 def test_amx_kernels_emulated_give_identical_logits(tmp_path):
     """The AMX set, its tile instructions emulated in C (engine/src/ftv_amx.h), on 197 tokens
-    (6 tiles of 32 and 5 on the VNNI tile) and 2 threads: the exact logits of the binding's set.
-    The tiles themselves run only on a CPU with AMX (docs/engine.md)."""
+    (6 tiles of 32 and 5 on the VNNI tile) and 2 threads: the exact logits of the binding's set,
+    and the set picked when none is named (the emulated tiles run wherever AVX-512 VNNI does).
+    On a CPU with AMX the binding's own set is the real one (docs/engine.md)."""
     if not shutil.which("cc"):
         pytest.skip("no C compiler")
     build = subprocess.run(["make", "-s", "-C", str(ENGINE), "build/amx-emu/ftervit-run"], capture_output=True,
@@ -125,17 +126,31 @@ def test_amx_kernels_emulated_give_identical_logits(tmp_path):
     for xi, name in zip(x, inputs):
         xi.tofile(name)
     engine = Engine(path)
-    if engine.kernels != "avx512":
+    if engine.kernels not in ("avx512", "amx"):
         pytest.skip("no AVX-512 VNNI here: the emulated AMX set needs it")
     want = engine.forward(x)
     env = {k: v for k, v in os.environ.items() if k not in ("FTV_KERNELS", "FTV_FORCE_SCALAR")}
-    for kernels, chosen in (("amx", "amx"), ("scalar", "scalar"), (None, "avx512")):  # unnamed: never amx yet
+    for kernels, chosen in (("amx", "amx"), ("scalar", "scalar"), ("avx512", "avx512"), (None, "amx")):
         proc = subprocess.run([ENGINE / "build" / "amx-emu" / "ftervit-run", "-v", "-t", "2", "--logits", path,
                                *inputs], capture_output=True, text=True,
                               env=dict(env, FTV_KERNELS=kernels) if kernels else env)
         assert proc.returncode == 0 and f"kernels {chosen}, 2 threads" in proc.stderr, proc.stderr
         got = np.array([line.split() for line in proc.stdout.splitlines()], np.float32)
         np.testing.assert_array_equal(got, want)
+    # the fast mode: attention on emulated tdpbf16ps tiles, near the exact logits as the binding's
+    # fast mode is (bounds of test_fast_numerics), the same with one thread and two
+    fast = []
+    for threads in ("1", "2"):
+        proc = subprocess.run([ENGINE / "build" / "amx-emu" / "ftervit-run", "-v", "--fast", "-t", threads, "--logits",
+                               path, *inputs], capture_output=True, text=True, env=dict(env, FTV_KERNELS="amx"))
+        assert proc.returncode == 0 and "kernels amx" in proc.stderr, proc.stderr
+        fast.append(np.array([line.split() for line in proc.stdout.splitlines()], np.float32))
+    np.testing.assert_array_equal(fast[0], fast[1])
+    rel = np.abs(fast[0] - want).max(axis=1) / np.abs(want).max(axis=1)
+    assert 0 < rel.max() < 0.05 and (fast[0].argmax(1) == want.argmax(1)).all(), rel
+    proc = subprocess.run([ENGINE / "build" / "amx-emu" / "ftervit-run", "--fast", path, inputs[0]],
+                          capture_output=True, text=True, env=dict(env, FTV_KERNELS="scalar"))
+    assert proc.returncode == 1 and "the scalar kernels have no fast mode" in proc.stderr, proc.stderr
 
 
 def test_fast_numerics(tmp_path, monkeypatch):
@@ -147,7 +162,7 @@ def test_fast_numerics(tmp_path, monkeypatch):
     export_model(model, path, "tq2")
     x = torch.randn(3, 3, 224, 224, generator=torch.Generator().manual_seed(1)).numpy()
     exact = Engine(path)
-    if exact.kernels not in ("avx2", "avx512"):
+    if exact.kernels not in ("avx2", "avx512", "amx"):
         pytest.skip(f"the {exact.kernels} kernels have no fast mode")
     fast, fast_two = Engine(path, numerics="fast"), Engine(path, threads=2, numerics="fast")
     assert (exact.numerics, fast.numerics) == ("exact", "fast")

@@ -1,5 +1,5 @@
 /* AMX tile operations for the AMX kernel set (ftv_kernels_amx.c): the tile configuration, and
- * the five instructions the set uses, as the intrinsics of immintrin.h, or, built with
+ * the instructions the set uses, as the intrinsics of immintrin.h, or, built with
  * -DFTV_AMX_EMULATE, as plain C with the same semantics (the instructions' pseudocode in Intel's
  * SDM) on a per-thread tile file. The emulation lets a CPU without AMX (and the sanitizers) run
  * the set's tiling, operand layout and epilogue against the scalar kernels; only the instruction
@@ -11,6 +11,8 @@
  *   AMX_LOAD(t, p, stride)   tileloadd: rows of colsb bytes, `stride` bytes apart
  *   AMX_STORE(t, p, stride)  tilestored
  *   AMX_DPBSUD(c, a, b)      tdpbsud: c[m][n] += sum of 4 products s8 a[m][4k + i] x u8 b[k][4n + i]
+ *   AMX_DPBF16PS(c, a, b)    tdpbf16ps: fp32 c[m][n] += bf16 a[m][2k] b[k][2n], then += a[m][2k + 1]
+ *                            b[k][2n + 1], for each k in order (AMX-BF16: the fast mode's attention)
  *
  * Tile numbers are constants (the instructions encode them). */
 #ifndef FTV_AMX_H
@@ -39,6 +41,7 @@ _Static_assert(sizeof(ftv_tilecfg) == 64, "ldtilecfg reads 64 bytes");
 #define AMX_LOAD(t, p, stride) _tile_loadd(t, p, stride)
 #define AMX_STORE(t, p, stride) _tile_stored(t, p, stride)
 #define AMX_DPBSUD(c, a, b) _tile_dpbsud(c, a, b)
+#define AMX_DPBF16PS(c, a, b) _tile_dpbf16ps(c, a, b)
 
 #else
 
@@ -116,12 +119,51 @@ static void amx_emu_dpbsud(int c, int a, int b) {
         }
 }
 
+/* A bf16 as fp32, denormals as zero (DAZ); an fp32 denormal result flushed to zero (FTZ). The
+ * SDM's pseudocode adds each product in turn, rounding to nearest even: a product of two bf16 is
+ * exact in fp32, so `acc + x * y` rounds once, as its fused multiply-add does. */
+static float amx_emu_bf16(const uint8_t *p) {
+    uint32_t u = (uint32_t)(p[0] | p[1] << 8) << 16;
+    if (!(u & 0x7F800000u)) u &= 0x80000000u;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static float amx_emu_ftz(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if (!(u & 0x7F800000u)) u &= 0x80000000u;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* The shape rules of tdpbsud, pairs of bf16 for quadruples of bytes. */
+static void amx_emu_dpbf16ps(int c, int a, int b) {
+    amx_emu_check(c), amx_emu_check(a), amx_emu_check(b);
+    const ftv_tilecfg *cf = &amx_emu.cfg;
+    if (cf->rows[a] != cf->rows[c] || cf->colsb[a] != 4 * cf->rows[b] || cf->colsb[b] != cf->colsb[c] ||
+        cf->colsb[c] % 4)
+        amx_emu_fault("tdpbf16ps: tile shapes do not match");
+    for (int m = 0; m < cf->rows[c]; m++)
+        for (int n = 0; n < cf->colsb[c] / 4; n++) {
+            float acc;
+            memcpy(&acc, &amx_emu.t[c][m][4 * n], 4);
+            for (int k = 0; k < cf->colsb[a] / 4; k++)
+                for (int i = 0; i < 2; i++)
+                    acc = amx_emu_ftz(acc + amx_emu_bf16(&amx_emu.t[a][m][4 * k + 2 * i]) *
+                                                amx_emu_bf16(&amx_emu.t[b][k][4 * n + 2 * i]));
+            memcpy(&amx_emu.t[c][m][4 * n], &acc, 4);
+        }
+}
+
 #define AMX_LOADCONFIG(cfg) amx_emu_loadconfig(cfg)
 #define AMX_RELEASE() amx_emu_release()
 #define AMX_ZERO(t) amx_emu_zero(t)
 #define AMX_LOAD(t, p, stride) amx_emu_load(t, p, stride)
 #define AMX_STORE(t, p, stride) amx_emu_store(t, p, stride)
 #define AMX_DPBSUD(c, a, b) amx_emu_dpbsud(c, a, b)
+#define AMX_DPBF16PS(c, a, b) amx_emu_dpbf16ps(c, a, b)
 
 #endif /* FTV_AMX_EMULATE */
 

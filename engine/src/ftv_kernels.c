@@ -44,16 +44,19 @@ static int cpu_avx512(void) {
 }
 #endif
 #if defined(__x86_64__)
-/* AMX-TILE and AMX-INT8 (CPUID leaf 7: EDX bits 24, 25; compilers' __builtin_cpu_supports names
- * differ by version), and Linux's permission to use the tile data, asked for the process
- * (arch_prctl ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA; granted again when asked again). Built
- * with FTV_AMX_EMULATE (ftv_amx.h), the tiles are C and the set runs wherever AVX-512 does. */
+/* AMX-TILE, AMX-INT8 and AMX-BF16 (CPUID leaf 7: EDX bits 24, 25, 22; compilers'
+ * __builtin_cpu_supports names differ by version) with AVX512_BF16 (every CPU with AMX so far has
+ * all four), and Linux's permission to use the tile data, asked for the process (arch_prctl
+ * ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA; granted again when asked again). Built with
+ * FTV_AMX_EMULATE (ftv_amx.h), the tiles are C and the set runs wherever AVX-512 and AVX512_BF16
+ * do. */
 static int cpu_amx(void) {
+    if (!cpu_avx512() || !__builtin_cpu_supports("avx512bf16")) return 0;
 #if defined(FTV_AMX_EMULATE)
-    return cpu_avx512();
+    return 1;
 #elif defined(__linux__)
     unsigned a, b, c, d;
-    if (!cpu_avx512() || !__get_cpuid_count(7, 0, &a, &b, &c, &d) || !((d >> 24) & 1) || !((d >> 25) & 1)) return 0;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d) || !((d >> 22) & 1) || !((d >> 24) & 1) || !((d >> 25) & 1)) return 0;
     return syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XFEATURE_XTILEDATA */) == 0;
 #else
     return 0; /* other systems: their permission call is not written yet */
@@ -67,8 +70,8 @@ static const struct {
     int automatic; /* picked without being named */
 } sets[] = {
 #if defined(__x86_64__)
-    /* not automatic until it has run bit-identical on a CPU with AMX (ftv_kernels_amx.c) */
-    {&ftv_kernels_amx_set, cpu_amx, 0},
+    /* automatic since it ran bit-identical on a Xeon with AMX (docs/engine.md) */
+    {&ftv_kernels_amx_set, cpu_amx, 1},
 #endif
 #if defined(__x86_64__) || defined(__i386__)
     {&ftv_kernels_avx512_set, cpu_avx512, 1},
@@ -87,8 +90,7 @@ const ftv_kernels *ftv_kernels_by_name(const char *name) {
 
 const ftv_kernels *ftv_kernels_fast(const ftv_kernels *exact) {
 #if defined(__x86_64__)
-    if (exact == &ftv_kernels_amx_set)
-        return __builtin_cpu_supports("avx512bf16") ? &ftv_kernels_amx_bf16 : &ftv_kernels_amx_fast;
+    if (exact == &ftv_kernels_amx_set) return &ftv_kernels_amx_fast;
 #endif
 #if defined(__x86_64__) || defined(__i386__)
     if (exact == &ftv_kernels_avx512_set)

@@ -6,7 +6,7 @@
  *   ftv_kernels_lut.c     the scalar set with a table-lookup GEMM (cores without SIMD multiply-add)
  *   ftv_kernels_avx2.c    x86 with AVX2 (ternary GEMM on vpmaddubsw)
  *   ftv_kernels_avx512.c  x86 with AVX-512 VNNI (ternary GEMM on vpdpbusd)
- *   ftv_kernels_amx.c     x86 with AMX-INT8 (ternary GEMM on tdpbsud tiles; only when named, see there)
+ *   ftv_kernels_amx.c     x86 with AMX (ternary GEMM on tdpbsud tiles; fast mode's attention on tdpbf16ps)
  *   ftv_kernels_x86.h     what the x86 sets share, written once for 8 and 16 lanes
  *   ftv_kernels_vnni.h    the AVX-512 GEMM's panels and register tiles (the AMX set's too)
  *   ftv_attend_bf16.h     the fast mode's bf16 attention of the 16-lane sets
@@ -191,9 +191,8 @@ extern const ftv_kernels ftv_kernels_avx512_fast; /* fused multiply-add */
 extern const ftv_kernels ftv_kernels_avx512_bf16; /* and bf16 probabilities x values (AVX512_BF16) */
 #endif
 #if defined(__x86_64__)
-extern const ftv_kernels ftv_kernels_amx_set;  /* only for CPUs with AMX-TILE, AMX-INT8 and the AVX-512 set's */
-extern const ftv_kernels ftv_kernels_amx_fast; /* its fast variants, as the AVX-512 set's */
-extern const ftv_kernels ftv_kernels_amx_bf16;
+extern const ftv_kernels ftv_kernels_amx_set;  /* for CPUs with AMX-TILE, -INT8, -BF16 and the AVX-512 set's */
+extern const ftv_kernels ftv_kernels_amx_fast; /* fused multiply-add, attention on AMX-BF16 tiles */
 #endif
 
 /* A set by name ("amx", "avx512", "avx2", "scalar", "lut") if this CPU and build run it, else NULL. */
@@ -203,9 +202,8 @@ const ftv_kernels *ftv_kernels_by_name(const char *name);
  * scalar sets: a microcontroller runs the exact mode). */
 const ftv_kernels *ftv_kernels_fast(const ftv_kernels *exact);
 
-/* What a model uses: the best set the CPU runs (AVX-512, else AVX2, else scalar), unless the
- * environment names one, read at load: FTV_KERNELS=amx (not picked otherwise yet, see
- * ftv_kernels_amx.c) or caps it: FTV_KERNELS=avx2 | scalar | lut (FTV_FORCE_SCALAR=1 is
+/* What a model uses: the best set the CPU runs (AMX, else AVX-512, else AVX2, else scalar), unless
+ * the environment caps it: FTV_KERNELS=avx512 | avx2 | scalar | lut (FTV_FORCE_SCALAR=1 is
  * FTV_KERNELS=scalar). A build may name its default with -DFTV_KERNELS_DEFAULT=\"lut\" (the
  * microcontroller ports' KERNELS=lut). */
 const ftv_kernels *ftv_kernels_select(void);

@@ -143,7 +143,204 @@ static AMX_FN void amx_patch_gemm(const ftv_tmat *w, int o0, int o1, const int8_
 
 #include "ftv_attend_bf16.h"
 
-X86_SETS_16_LANES("amx", ftv_kernels_amx_set, ftv_kernels_amx_fast, ftv_kernels_amx_bf16);
+/* ---- the fast mode's attention on tdpbf16ps tiles ---------------------------------------
+ * Scores and weighted values on AMX-BF16, the softmax between them on AVX-512 as in the other
+ * sets' fast mode. The weighted values as ftv_attend_bf16.h's: probabilities and values rounded to
+ * bf16, paired along the keys, sums in fp32. The scores stay near fp32: each query and key is
+ * split into two bf16, hi = bf16(x) and lo = bf16(x - hi), and q.k = ql.kh + qh.kl + qh.kh (the
+ * ql.kl term, ~2^-16 of a product, left out): three tile products for ~16 significant bits, where
+ * one product of bf16 (8 bits) moved a digit's class (ftv_attend_bf16.h). For each block of 16
+ * queries:
+ *   scores   a tile of 16 queries x 16 keys += A (16 queries x 32 dimensions, bf16) . B (16 pairs of
+ *            dimensions x 16 keys: the keys as pairs of two dimensions)
+ *   values   a tile of 16 queries x 16 dimensions += A (16 queries x 32 keys' probabilities) . B
+ *            (16 pairs of keys x 16 dimensions: bf16_attend's pairs of values)
+ * Heads whose dimension is not a multiple of 32 (the tiles' 32 bf16) take bf16_attend. */
+#define AMX_BF16_FN                                                                                             \
+    __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512bf16,avx2,f16c,fma,amx-tile,"      \
+                          "amx-int8,amx-bf16")))
+#define AMX_QUERIES 16
+
+typedef struct { /* amx_attend's scratch; kp: keys rounded up to 16, kp32: to 32 */
+    uint32_t *kh, *kl; /* (hd / 2, kp) pairs of dimensions of each key, hi and lo */
+    uint32_t *vp;      /* (kp32 / 2, hd) pairs of keys of each dimension (zero past the keys) */
+    float *sc;         /* (16, kp) scores, then probabilities */
+    uint32_t *pp;      /* (16, kp32 / 2) pairs of probabilities (zero past the keys) */
+    uint16_t *qh, *ql; /* (16, hd) queries, hi and lo */
+    float *ob;         /* (16, hd) outputs */
+} amx_att;
+
+static size_t amx_attend_layout(int hd, int tokens, void *scratch, amx_att *s) {
+    const size_t kp = (size_t)(tokens + 15) & ~(size_t)15, kp32 = (size_t)(tokens + 31) & ~(size_t)31;
+    uint32_t *w = scratch;
+    const size_t kh = 0, kl = kh + (size_t)hd / 2 * kp, vp = kl + (size_t)hd / 2 * kp, sc = vp + kp32 / 2 * hd,
+                 pp = sc + AMX_QUERIES * kp, qh = pp + AMX_QUERIES * kp32 / 2, ql = qh + AMX_QUERIES * (size_t)hd / 2,
+                 ob = ql + AMX_QUERIES * (size_t)hd / 2, end = ob + AMX_QUERIES * (size_t)hd;
+    if (s)
+        *s = (amx_att){.kh = w + kh, .kl = w + kl, .vp = w + vp, .sc = (float *)(w + sc), .pp = w + pp,
+                       .qh = (uint16_t *)(w + qh), .ql = (uint16_t *)(w + ql), .ob = (float *)(w + ob)};
+    return end;
+}
+
+static size_t amx_attend_scratch(int ldk, int hd, int tokens) {
+    const size_t other = bf16_attend_scratch(ldk, hd, tokens);
+    return hd % 32 ? other : amx_attend_layout(hd, tokens, NULL, NULL);
+}
+
+/* x rounded to bf16 (to nearest even, as vcvtneps2bf16), as fp32 */
+static inline __attribute__((always_inline)) BF16 __m512 bf16_round(__m512 x) {
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(x)), 16));
+}
+
+/* The keys (kt: hd rows of ldk, `tokens` used) as pairs of dimensions, hi and lo; the values as
+ * pairs of keys. */
+static BF16 void amx_prepare_head(const float *kt, int ldk, const float *v, int ldv, int tokens, int hd,
+                                  const amx_att *s) {
+    const int kp = (tokens + 15) & ~15, kp32 = (tokens + 31) & ~31;
+    for (int r = 0; r < hd / 2; r++)
+        for (int n = 0; n < kp; n += 16) {
+            const vmask m = lanes_left(tokens, n);
+            const __m512 a = _mm512_maskz_loadu_ps(m, kt + (size_t)2 * r * ldk + n);
+            const __m512 b = _mm512_maskz_loadu_ps(m, kt + (size_t)(2 * r + 1) * ldk + n);
+            _mm512_storeu_si512(s->kh + (size_t)r * kp + n, pair_bf16(a, b));
+            _mm512_storeu_si512(s->kl + (size_t)r * kp + n,
+                                pair_bf16(_mm512_sub_ps(a, bf16_round(a)), _mm512_sub_ps(b, bf16_round(b))));
+        }
+    for (int mk = 0; mk < kp32 / 2; mk++) /* keys 2 mk, 2 mk + 1 */
+        for (int d = 0; d < hd; d += 16) {
+            const __m512 a = 2 * mk < tokens ? _mm512_loadu_ps(v + (size_t)2 * mk * ldv + d) : _mm512_setzero_ps();
+            const __m512 b =
+                2 * mk + 1 < tokens ? _mm512_loadu_ps(v + (size_t)(2 * mk + 1) * ldv + d) : _mm512_setzero_ps();
+            _mm512_storeu_si512(s->vp + (size_t)mk * hd + d, pair_bf16(a, b));
+        }
+}
+
+/* nb queries (rows of ldq) as hi and lo bf16; the rows past them zero */
+static BF16 void amx_prepare_queries(const float *q, int ldq, int nb, int hd, const amx_att *s) {
+    for (int i = 0; i < AMX_QUERIES; i++)
+        for (int d = 0; d < hd; d += 16) {
+            const __m512 x = i < nb ? _mm512_loadu_ps(q + (size_t)i * ldq + d) : _mm512_setzero_ps();
+            _mm256_storeu_si256((__m256i *)(s->qh + (size_t)i * hd + d), (__m256i)_mm512_cvtneps_pbh(x));
+            _mm256_storeu_si256((__m256i *)(s->ql + (size_t)i * hd + d),
+                                (__m256i)_mm512_cvtneps_pbh(_mm512_sub_ps(x, bf16_round(x))));
+        }
+}
+
+/* sc: the 16 queries' unscaled scores against kp keys, two tiles of keys at a time. Tiles: 0, 1
+ * scores; 4, 5 queries hi, lo; 2, 3 and 6, 7 keys hi, lo. */
+static AMX_BF16_FN void amx_scores(const amx_att *s, int hd, int kp) {
+    const size_t lq = (size_t)hd * 2, lk = (size_t)kp * 4; /* bytes a row */
+    const int tiles = kp / 16;
+    for (int j = 0; j < tiles; j += 2) {
+        const int two = j + 1 < tiles;
+        AMX_ZERO(0);
+        if (two) AMX_ZERO(1);
+        for (int d = 0; d < hd; d += 32) {
+            const uint32_t *kh = s->kh + (size_t)d / 2 * kp + 16 * j, *kl = s->kl + (size_t)d / 2 * kp + 16 * j;
+            AMX_LOAD(4, s->qh + d, lq);
+            AMX_LOAD(5, s->ql + d, lq);
+            AMX_LOAD(2, kh, lk);
+            AMX_LOAD(3, kl, lk);
+            AMX_DPBF16PS(0, 5, 2);
+            AMX_DPBF16PS(0, 4, 3);
+            if (two) {
+                AMX_LOAD(6, kh + 16, lk);
+                AMX_LOAD(7, kl + 16, lk);
+                AMX_DPBF16PS(1, 5, 6);
+                AMX_DPBF16PS(1, 4, 7);
+                AMX_DPBF16PS(1, 4, 6);
+            }
+            AMX_DPBF16PS(0, 4, 2);
+        }
+        AMX_STORE(0, s->sc + 16 * j, lk);
+        if (two) AMX_STORE(1, s->sc + 16 * j + 16, lk);
+    }
+}
+
+/* ob: the 16 queries' weighted values, 64 dimensions (4 tiles, 0-3) at a time, or the last 32
+ * (2 tiles); tile 4 the probabilities, 5-7 the values. */
+static AMX_BF16_FN void amx_values(const amx_att *s, int hd, int kp32) {
+    const size_t lp = (size_t)kp32 / 2 * 4, lv = (size_t)hd * 4;
+    for (int d0 = 0; d0 < hd; d0 += 64) {
+        const int four = d0 + 64 <= hd;
+        AMX_ZERO(0);
+        AMX_ZERO(1);
+        if (four) {
+            AMX_ZERO(2);
+            AMX_ZERO(3);
+        }
+        for (int m = 0; m < kp32 / 2; m += 16) { /* 32 keys */
+            const uint32_t *vm = s->vp + (size_t)m * hd + d0;
+            AMX_LOAD(4, s->pp + m, lp);
+            AMX_LOAD(5, vm, lv);
+            AMX_LOAD(6, vm + 16, lv);
+            AMX_DPBF16PS(0, 4, 5);
+            AMX_DPBF16PS(1, 4, 6);
+            if (four) {
+                AMX_LOAD(7, vm + 32, lv);
+                AMX_LOAD(5, vm + 48, lv);
+                AMX_DPBF16PS(2, 4, 7);
+                AMX_DPBF16PS(3, 4, 5);
+            }
+        }
+        AMX_STORE(0, s->ob + d0, lv);
+        AMX_STORE(1, s->ob + d0 + 16, lv);
+        if (four) {
+            AMX_STORE(2, s->ob + d0 + 32, lv);
+            AMX_STORE(3, s->ob + d0 + 48, lv);
+        }
+    }
+}
+
+static AMX_BF16_FN void amx_tiles_on(void) { AMX_LOADCONFIG(&amx_config); }
+static AMX_BF16_FN void amx_tiles_off(void) { AMX_RELEASE(); }
+
+/* A row of scores scaled in place; their maximum. */
+INLINE float scale_max(float *row, int n, float scale) {
+    const vf s = vf_set1(scale);
+    vf m = vf_set1(-INFINITY);
+    for (int j = 0; j < n; j += FTV_VL) {
+        const vmask k = lanes_left(n, j);
+        const vf x = vf_mul(vf_load_mask(row + j, k), s);
+        vf_store_mask(row + j, k, x);
+        m = vf_max_mask(m, k, x);
+    }
+    return vf_hmax(m);
+}
+
+static BF16 void amx_attend(const float *q, int ldq, const float *kt, int ldk, const float *v, int ldv, int tokens,
+                            int hd, float scale, float *out, int ldo, int nq, float *scratch) {
+    if (hd % 32) {
+        bf16_attend(q, ldq, kt, ldk, v, ldv, tokens, hd, scale, out, ldo, nq, scratch);
+        return;
+    }
+    const int kp = (tokens + 15) & ~15, kp32 = (tokens + 31) & ~31;
+    amx_att s;
+    amx_attend_layout(hd, tokens, scratch, &s);
+    amx_prepare_head(kt, ldk, v, ldv, tokens, hd, &s);
+    memset(s.pp, 0, sizeof(uint32_t) * AMX_QUERIES * (size_t)kp32 / 2);
+    amx_tiles_on();
+    for (int i0 = 0; i0 < nq; i0 += AMX_QUERIES) {
+        const int nb = min_int(AMX_QUERIES, nq - i0);
+        amx_prepare_queries(q + (size_t)i0 * ldq, ldq, nb, hd, &s); /* before out, which may overwrite q */
+        amx_scores(&s, hd, kp);
+        for (int i = 0; i < nb; i++) {
+            float *row = s.sc + (size_t)i * kp;
+            softmax_v(row, tokens, scale_max(row, tokens, scale), 1);
+            row_pairs(row, tokens, s.pp + (size_t)i * kp32 / 2);
+        }
+        amx_values(&s, hd, kp32);
+        for (int i = 0; i < nb; i++)
+            memcpy(out + (size_t)(i0 + i) * ldo, s.ob + (size_t)i * hd, sizeof(float) * (size_t)hd);
+    }
+    amx_tiles_off();
+}
+
+/* The exact table, and the fast one: fused multiply-adds in GELU and the softmax, attention on
+ * tdpbf16ps tiles. */
+const ftv_kernels ftv_kernels_amx_set = X86_KERNELS("amx", 0, &ftv_kernels_amx_set, x86_gelu, x86_attend);
+const ftv_kernels ftv_kernels_amx_fast =
+    X86_KERNELS_ATTEND("amx", 1, &ftv_kernels_amx_set, x86_gelu_fast, amx_attend, amx_attend_scratch);
 
 #if defined(__clang__)
 #pragma clang attribute pop

@@ -52,8 +52,8 @@ static int blocks_of(int k) { return (k + 15) / 16; }
 static size_t panel_bytes(int k, int rgs) { return (size_t)rgs * (size_t)blocks_of(k) * 4 * 32 + 32; }
 
 /* Per-thread scratch: the largest panel of any GEMM with rows of up to k codes (panel_rgs may
- * give a shorter row more row groups), then the per-channel activation sums of the patch
- * embedding. */
+ * give a shorter row more row groups), then FTV_MAX_CHANNELS words a token: the per-channel
+ * activation sums of the patch embedding, or the GEMM's reciprocals (token_reciprocals). */
 static size_t x86_gemm_scratch(int k, int tokens) {
     size_t panel = 0;
     for (int rgs = 1; rgs <= PANEL_RGS_MAX; rgs++) { /* the longest rows that get rgs row groups */
@@ -102,14 +102,45 @@ typedef struct {
     int o0, o1, ldt, ldo, accumulate;
     const int8_t *xq;
     const float *xs;
+    const float *rcp; /* token_reciprocals' */
     const int32_t *xsum;
     float *y;
     const ftv_fvec *gamma; /* NULL unless accumulating with LayerScale */
 } tgemm_job;
 
+/* rcp[t] = 1 / (xs[t] scale) rounded, for n tokens: quotient's y; 0 where the divisor's magnitude
+ * lies outside [2^-64, 2^64) or is NaN (that token's outputs take the division). */
+static void token_reciprocals(const float *xs, float scale, int n, float *rcp) {
+    const vf sv = vf_set1(scale), lo = vf_set1(0x1p-64f), hi = vf_set1(0x1p64f), one = vf_set1(1.0f);
+    for (int t = 0; t < n; t += FTV_VL) {
+        const vmask m = vmask_first(n - t < FTV_VL ? n - t : FTV_VL);
+        const vf d = vf_mul(vf_load_mask(xs + t, m), sv), a = vf_abs(d);
+        const vf ok = vf_select_lt(a, lo, vf_zero(), vf_select_lt(a, hi, one, vf_zero())); /* NaN: 0 */
+        vf_store_mask(rcp + t, m, vf_mul(ok, vf_div(one, vf_select_lt(ok, one, one, d))));
+    }
+}
+
+/* A token's divisor, its reciprocal and whether it divides, as the epilogues take them. */
+#define TOKEN_DIVISOR(j, t)                                                                                     \
+    const vf den = vf_set1((j)->xs[t] * (j)->w->scale), rcp = vf_set1((j)->rcp[t]);                           \
+    const int divide = (j)->rcp[t] == 0.0f
+
+/* x / d rounded as vdivps rounds it. divide 0: without vdivps (16 cycles a vector on Intel's
+ * cores, one output a cycle), from y = 1 / d rounded: q = x y, then one correction with the
+ * residual r = x - d q, which a fused multiply-add gives exactly: q + r y rounded is x / d rounded
+ * (Markstein's theorem: y within half an ulp of 1 / d, q within one ulp of x / d, nothing over-
+ * or underflowing, which |d| in [2^-64, 2^64) and integer x, |x| < 2^31, ensure). */
+INLINE vf quotient(vf x, vf d, vf y, int divide) {
+    if (divide) return vf_div(x, d);
+    const vf q = vf_mul(x, y);
+    return vf_fma(vf_fnma(d, q, x), y, q);
+}
+
 /* An epilogue's FTV_VL values from integer sums a[] of the unsigned codes: the token's activation
- * sum s subtracted (sum c a - sum a = sum q a), converted, divided by den. */
-INLINE vf acc_value(const int32_t *a, vi s, vf den) { return vf_div(vi_to_f32(vi_sub(vi_load(a), s)), den); }
+ * sum s subtracted (sum c a - sum a = sum q a), converted, divided by d (quotient). */
+INLINE vf acc_value(const int32_t *a, vi s, vf d, vf y, int divide) {
+    return quotient(vi_to_f32(vi_sub(vi_load(a), s)), d, y, divide);
+}
 
 /* The epilogue of tgemm_store where the rows are whole vectors of each token's contiguous output:
  * nv vectors a token and what to do with a value (mode 0: store it, 1: add it, 2: add gamma
@@ -120,11 +151,11 @@ INLINE void store_rows(const tgemm_job *j, const int32_t *acc, int rg, int t0, i
     for (int v = 0; v < nv; v++) g[v] = mode == 2 ? vf_load_fvec(j->gamma, rg * FTV_RG + v * FTV_VL) : vf_zero();
     float *dst = j->y + (size_t)t0 * j->ldt + (rg * FTV_RG - j->o0);
     for (int t = 0; t < nt; t++, dst += j->ldt) {
-        const vf den = vf_set1(j->xs[t0 + t] * j->w->scale);
+        TOKEN_DIVISOR(j, t0 + t);
         const vi s = vi_set1(j->xsum[t0 + t]);
 #pragma GCC unroll 4
         for (int v = 0; v < nv; v++) {
-            const vf val = acc_value(acc + (t * nv + v) * FTV_VL, s, den);
+            const vf val = acc_value(acc + (t * nv + v) * FTV_VL, s, den, rcp, divide);
             float *o = dst + v * FTV_VL;
             if (mode == 0) vf_store(o, val);
             else if (mode == 1) vf_store(o, vf_add(vf_load(o), val)); /* 1 * val = val */
@@ -156,10 +187,14 @@ INLINE void tgemm_store(const tgemm_job *j, const int32_t *acc, int rg, int nrg,
                 const int nc = min_int(FTV_VL, nt - tc);
                 vf m[FTV_VL];
 #pragma GCC unroll 16
-                for (int t = 0; t < FTV_VL; t++)
-                    m[t] = t < nc ? acc_value(acc + ((tc + t) * nv + v) * FTV_VL, vi_set1(j->xsum[t0 + tc + t]),
-                                              vf_set1(j->xs[t0 + tc + t] * j->w->scale))
-                                  : vf_zero();
+                for (int t = 0; t < FTV_VL; t++) {
+                    if (t >= nc) {
+                        m[t] = vf_zero();
+                        continue;
+                    }
+                    TOKEN_DIVISOR(j, t0 + tc + t);
+                    m[t] = acc_value(acc + ((tc + t) * nv + v) * FTV_VL, vi_set1(j->xsum[t0 + tc + t]), den, rcp, divide);
+                }
                 vf_transpose(m);
                 const vmask mt = vmask_first(nc);
                 for (int l = 0; l < n; l++) vf_store_mask(j->y + (size_t)(r0 + l - j->o0) * j->ldo + t0 + tc, mt, m[l]);
@@ -168,13 +203,13 @@ INLINE void tgemm_store(const tgemm_job *j, const int32_t *acc, int rg, int nrg,
         return;
     }
     for (int t = 0; t < nt; t++) {
-        const vf den = vf_set1(j->xs[t0 + t] * j->w->scale);
+        TOKEN_DIVISOR(j, t0 + t);
         const vi s = vi_set1(j->xsum[t0 + t]);
         float *yt = j->y + (size_t)(t0 + t) * j->ldt;
         for (int v = 0; v < nv; v++) {
             const int r0 = rg * FTV_RG + v * FTV_VL, n = min_int(FTV_VL, end - r0); /* rows [r0, r0 + n) */
             if (n <= 0) break;
-            const vf val = acc_value(acc + (t * nv + v) * FTV_VL, s, den);
+            const vf val = acc_value(acc + (t * nv + v) * FTV_VL, s, den, rcp, divide);
             const vmask m = vmask_first(n);
             if (r0 >= j->o0 && j->ldo == 1) {
                 float *dst = yt + (r0 - j->o0);
@@ -212,7 +247,10 @@ static void x86_tgemm(const ftv_tmat *w, int o0, int o1, const int8_t *xq, const
         ftv_tgemm_strided(w, o0, o1, xq, xs, xsum, tokens, y, ldt, ldo, scratch, accumulate, gamma);
         return;
     }
-    tgemm_job job = {w, o0, o1, ldt, ldo, accumulate, xq, xs, xsum, y, accumulate && gamma && gamma->n ? gamma : NULL};
+    float *rcp = (float *)((uint8_t *)scratch + x86_gemm_scratch(w->k, 0)); /* past the panel */
+    token_reciprocals(xs, w->scale, tokens, rcp);
+    tgemm_job job = {w,  o0,  o1,   ldt, ldo, accumulate, xq, xs,
+                     rcp, xsum, y, accumulate && gamma && gamma->n ? gamma : NULL};
     sweep(w, o0, o1, tokens, (uint8_t *)scratch, panel_rgs(w->k), TILE_TOKENS, tgemm_tile, &job);
 }
 
@@ -241,7 +279,7 @@ INLINE void patch_tile(void *ctx, const uint8_t *panel, int rg, int nrg, int t0,
         for (int t = 0; t < nt; t++) {
             const vi s = vi_set1(j->asum[(t0 + t) * j->chans + ch]);
             for (int v = 0; v < nv; v++)
-                sum[t][v] = vf_add(sum[t][v], acc_value(acc + (t * nv + v) * FTV_VL, s, sc));
+                sum[t][v] = vf_add(sum[t][v], acc_value(acc + (t * nv + v) * FTV_VL, s, sc, sc, 1));
         }
     }
     const int end = min_int(j->o1, (rg + nrg) * FTV_RG);

@@ -106,20 +106,22 @@ static void print_map(const float *map, int n) {
 }
 
 int main(int argc, char **argv) {
-    int topk = 5, threads = 1, print_logits = 0, print_rollout = 0, verbose = 0, argi = 1;
+    int topk = 5, threads = 1, print_logits = 0, print_rollout = 0, verbose = 0, fast = 0, argi = 1;
     for (; argi < argc && argv[argi][0] == '-'; argi++) {
         if (strcmp(argv[argi], "-k") == 0 && argi + 1 < argc) topk = atoi(argv[++argi]);
         else if (strcmp(argv[argi], "-t") == 0 && argi + 1 < argc) threads = atoi(argv[++argi]);
         else if (strcmp(argv[argi], "--logits") == 0) print_logits = 1;
         else if (strcmp(argv[argi], "--rollout") == 0) print_rollout = 1;
         else if (strcmp(argv[argi], "-v") == 0) verbose = 1;
+        else if (strcmp(argv[argi], "--fast") == 0) fast = 1;
         else break;
     }
     if (argc - argi < 2 || topk < 1 || threads < 1 || threads > FTV_MAX_THREADS) {
-        fprintf(stderr, "usage: ftervit-run [-k N] [-t THREADS] [-v] [--logits] [--rollout] MODEL.ftv INPUT...\n"
+        fprintf(stderr, "usage: ftervit-run [-k N] [-t THREADS] [-v] [--fast] [--logits] [--rollout] MODEL.ftv INPUT...\n"
                         "  INPUT: binary PPM/PGM of the model's size, or raw float32 (C,H,W) normalized\n"
                         "  -t: threads of the forward pass, 1..%d (default 1; the logits do not depend on it)\n"
                         "  -v: name the kernel set and the threads on stderr (FTV_KERNELS chooses the set)\n"
+                        "  --fast: the fast numerics mode (x86 kernels; docs/engine.md)\n"
                         "  --rollout: also print the attention-rollout map (one line, patch grid row-major)\n",
                 FTV_MAX_THREADS);
         return 2;
@@ -135,6 +137,12 @@ int main(int argc, char **argv) {
     if (threads != 1 && (st = ftv_model_set_threads(m, threads)) != FTV_OK) {
         fprintf(stderr, "ftervit-run: -t %d: %s%s\n", threads, ftv_status_string(st),
                 st == FTV_ERR_ARG ? " (this build runs one thread)" : "");
+        ftv_model_free(m);
+        return 1;
+    }
+    if (fast && (st = ftv_model_set_numerics(m, FTV_NUMERICS_FAST)) != FTV_OK) {
+        fprintf(stderr, "ftervit-run: --fast: %s (the %s kernels have no fast mode)\n", ftv_status_string(st),
+                ftv_model_kernels(m));
         ftv_model_free(m);
         return 1;
     }

@@ -33,6 +33,7 @@ SIMD_INLINE vf vf_sub(vf a, vf b) { return _mm256_sub_ps(a, b); }
 SIMD_INLINE vf vf_mul(vf a, vf b) { return _mm256_mul_ps(a, b); }
 SIMD_INLINE vf vf_div(vf a, vf b) { return _mm256_div_ps(a, b); }
 SIMD_INLINE vf vf_fma(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+SIMD_INLINE vf vf_fnma(vf a, vf b, vf c) { return _mm256_fnmadd_ps(a, b, c); } /* c - a b, rounded once */
 /* min/max as x86 orders them: vf_min(a, b) = a < b ? a : b (b when either is NaN) */
 SIMD_INLINE vf vf_min(vf a, vf b) { return _mm256_min_ps(a, b); }
 SIMD_INLINE vf vf_max(vf a, vf b) { return _mm256_max_ps(a, b); }
@@ -161,6 +162,7 @@ SIMD_INLINE vf vf_sub(vf a, vf b) { return _mm512_sub_ps(a, b); }
 SIMD_INLINE vf vf_mul(vf a, vf b) { return _mm512_mul_ps(a, b); }
 SIMD_INLINE vf vf_div(vf a, vf b) { return _mm512_div_ps(a, b); }
 SIMD_INLINE vf vf_fma(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+SIMD_INLINE vf vf_fnma(vf a, vf b, vf c) { return _mm512_fnmadd_ps(a, b, c); }
 SIMD_INLINE vf vf_min(vf a, vf b) { return _mm512_min_ps(a, b); }
 SIMD_INLINE vf vf_max(vf a, vf b) { return _mm512_max_ps(a, b); }
 SIMD_INLINE vf vf_round(vf a) { return _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
