@@ -97,19 +97,28 @@ static inline __attribute__((always_inline)) AMX_FN void amx_blocks(const uint8_
 }
 
 /* ftv_kernels_x86.h's dot_tile: nt <= 32 tokens. Whole blocks of 16 tokens go to the tiles (their
- * column groups past the last whole chunk of 16 first through the VNNI tile); the rest, and
- * everything when there is no whole chunk, through the VNNI tile. */
+ * column groups past the last whole chunk of 16 first through the VNNI tile). Tokens short of a
+ * block (197 = 12 x 16 + 5): when k is whole chunks and the block can reach back over the tokens
+ * before it, a block of 16 ending at the last token, its last rows kept (the sums of the others
+ * are already in acc or in an earlier tile's); otherwise the VNNI tile. */
 static AMX_FN void dot_tile(const uint8_t *panel, int nrg, const int8_t *a, size_t lda, int g0, int g1, int nt,
-                             int32_t *acc) {
+                             int32_t *acc, int back) {
     const int nw = (nrg + 1) / 2, chunks = (g1 - g0) / AMX_GROUPS, g2 = g0 + AMX_GROUPS * chunks;
-    const int nb = chunks ? nt / AMX_TOKENS : 0, tiled = nb * AMX_TOKENS;
-    for (int t = tiled; t < nt; t += VNNI_TOKENS)
-        vnni_dot_tile(panel, nrg, a + (size_t)t * lda, lda, g0, g1, nt - t < VNNI_TOKENS ? nt - t : VNNI_TOKENS,
-                      acc + 16 * nw * t);
+    const int nb = chunks ? nt / AMX_TOKENS : 0, tiled = nb * AMX_TOKENS, rest = nt - tiled;
+    if (rest && chunks && g2 == g1 && back + nt >= AMX_TOKENS) {
+        int32_t last[AMX_TOKENS * 32];
+        const int8_t *a1 = a + (ptrdiff_t)(nt - AMX_TOKENS) * (ptrdiff_t)lda;
+        if (nw == 1) amx_blocks(panel, nrg, 1, a1, lda, g0, chunks, 1, 0, last);
+        else amx_blocks(panel, nrg, 2, a1, lda, g0, chunks, 1, 0, last);
+        memcpy(acc + 16 * nw * tiled, last + 16 * nw * (AMX_TOKENS - rest), sizeof(int32_t) * 16 * (size_t)(nw * rest));
+    } else
+        for (int t = tiled; t < nt; t += VNNI_TOKENS)
+            vnni_dot_tile(panel, nrg, a + (size_t)t * lda, lda, g0, g1, nt - t < VNNI_TOKENS ? nt - t : VNNI_TOKENS,
+                          acc + 16 * nw * t, 0);
     if (!nb) return;
     for (int t = 0; g2 < g1 && t < tiled; t += VNNI_TOKENS)
         vnni_dot_tile(panel, nrg, a + (size_t)t * lda, lda, g2, g1, tiled - t < VNNI_TOKENS ? tiled - t : VNNI_TOKENS,
-                      acc + 16 * nw * t);
+                      acc + 16 * nw * t, 0);
     const int add = g2 < g1;
     if (nw == 1 && nb == 1) amx_blocks(panel, nrg, 1, a, lda, g0, chunks, 1, add, acc);
     else if (nw == 1) amx_blocks(panel, nrg, 1, a, lda, g0, chunks, 2, add, acc);

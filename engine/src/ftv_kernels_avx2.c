@@ -168,7 +168,8 @@ static inline __attribute__((always_inline)) void dot_tile_n(const uint8_t *pane
 }
 
 static void dot_tile(const uint8_t *panel, int nrg, const int8_t *a, size_t lda, int g0, int g1, int nt,
-                     int32_t *acc) {
+                     int32_t *acc, int back) {
+    (void)back;
 #define TILE(R, T) case (R) * 8 + (T): dot_tile_n(panel, R, a, lda, g0, g1, T, acc); break;
     switch (nrg * 8 + nt) {
         TILE(1, 1) TILE(1, 2) TILE(1, 3) TILE(1, 4) TILE(1, 5) TILE(1, 6)

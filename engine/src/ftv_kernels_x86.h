@@ -10,7 +10,8 @@
  *   ATT_PV_QUERIES         queries per step of the weighted values (4 vectors of dimensions)
  *   panel_rgs(k)           row groups (of 8 rows) per decoded panel for rows of k codes
  *   decode_panel(...)      the repacked codes of row groups [rg, rg + nrg) into a panel
- *   dot_tile(...)          the integer sums of nt tokens against a panel (see below)
+ *   dot_tile(...)          the integer sums of nt tokens against a panel (see below); it may
+ *                          read the `back` token rows before its first (the AMX set does)
  *
  * Results are bit-identical to the scalar kernels (ftv_kernels_scalar.c): integer sums exactly,
  * float operations one by one in the same order (reductions in the FTV_LANES order, exp and erf
@@ -237,7 +238,7 @@ INLINE void tgemm_tile(void *ctx, const uint8_t *panel, int rg, int nrg, int t0,
     const tgemm_job *j = (const tgemm_job *)ctx;
     const int k = j->w->k;
     int32_t acc[TILE_TOKENS * NVEC(PANEL_RGS_MAX) * FTV_VL];
-    dot_tile(panel, nrg, j->xq + (size_t)t0 * k, (size_t)k, 0, k / 4, nt, acc);
+    dot_tile(panel, nrg, j->xq + (size_t)t0 * k, (size_t)k, 0, k / 4, nt, acc, t0);
     tgemm_store(j, acc, rg, nrg, t0, nt);
 }
 
@@ -274,7 +275,7 @@ INLINE void patch_tile(void *ctx, const uint8_t *panel, int rg, int nrg, int t0,
     for (int t = 0; t < nt; t++)
         for (int v = 0; v < nv; v++) sum[t][v] = vf_zero();
     for (int ch = 0; ch < j->chans; ch++) {
-        dot_tile(panel, nrg, j->xq + (size_t)t0 * k, (size_t)k, ch * gpc, (ch + 1) * gpc, nt, acc);
+        dot_tile(panel, nrg, j->xq + (size_t)t0 * k, (size_t)k, ch * gpc, (ch + 1) * gpc, nt, acc, t0);
         const vf sc = vf_set1(j->xs[ch]);
         for (int t = 0; t < nt; t++) {
             const vi s = vi_set1(j->asum[(t0 + t) * j->chans + ch]);
