@@ -7,9 +7,9 @@ input, with 1 and with 2 threads:
 
 - ``engine_tq2``: ``ftervit.engine.Engine`` on the model exported as tq2, kernels chosen at
   load, exact numerics (the default); ``engine_tq2_fast``: the same with ``numerics="fast"``
-  (x86); ``engine_tq2_amx``: the AMX set (``FTV_KERNELS=amx``), on CPUs that run it only (it is
-  not picked on its own yet: docs/engine.md); ``--tq1`` adds the tq1 file, ``--scalar`` the
-  portable kernels;
+  (x86); ``engine_tq2_avx512``: the AVX-512 set (``FTV_KERNELS=avx512``) where the engine picks
+  the AMX set, to show what AMX buys; ``--tq1`` adds the tq1 file, ``--scalar`` the portable
+  kernels;
 - ``torch_fp32``: the timm model in PyTorch eager, ``torch.set_num_threads``, ``inference_mode``;
 - ``onnxruntime_int8_dynamic``: ``torch.onnx.export`` (opset 17), then
   ``quantize_dynamic(weight_type=QInt8)``; ``intra_op_num_threads``;
@@ -255,16 +255,14 @@ def bench_model(name: str, threads_list: list[int], runs: int, tq1: bool, scalar
         contenders, engines, extra = {}, {}, {}
         for fmt, path in files.items():
             engines[f"engine_{fmt}"] = Engine(path, threads=threads)
-            if fmt == "tq2" and engines["engine_tq2"].kernels in ("avx2", "avx512"):
+            if fmt == "tq2" and engines["engine_tq2"].kernels in ("avx2", "avx512", "amx"):
                 engines["engine_tq2_fast"] = Engine(path, threads=threads, numerics="fast")
-            if fmt == "tq2":  # the AMX set, not picked on its own yet (docs/engine.md), where the CPU has AMX
-                os.environ["FTV_KERNELS"] = "amx"
+            if fmt == "tq2" and engines["engine_tq2"].kernels == "amx":  # what the AMX set buys
+                os.environ["FTV_KERNELS"] = "avx512"
                 try:
-                    amx = Engine(path, threads=threads)
+                    engines["engine_tq2_avx512"] = Engine(path, threads=threads)
                 finally:
                     del os.environ["FTV_KERNELS"]
-                if amx.kernels == "amx":
-                    engines["engine_tq2_amx"] = amx
             if scalar:
                 os.environ["FTV_KERNELS"] = "scalar"
                 try:
@@ -301,7 +299,12 @@ def bench_model(name: str, threads_list: list[int], runs: int, tq1: bool, scalar
         if threads == 1 and floors:
             with Engine(files["tq2"]) as e:
                 result["floor_ms"] = phase_floors(e, floors)
-            result["profile_over_floor"] = {k: result["engine_profile_ms"][k] / v for k, v in result["floor_ms"].items()}
+                result["profile_over_floor"] = {k: result["engine_profile_ms"][k] / v
+                                                for k, v in result["floor_ms"].items()}
+                if "engine_fast_profile_ms" in result:
+                    result["fast_floor_ms"] = phase_floors(e, floors, fast=True)
+                    result["fast_profile_over_floor"] = {k: result["engine_fast_profile_ms"][k] / v
+                                                         for k, v in result["fast_floor_ms"].items()}
         result["onnxruntime_profile_ms"] = {
             kind: ort_profile(path, threads, feed, runs, workdir / f"ort_{kind}") for kind, path in onnx_paths.items()}
         results.append(result)
@@ -339,25 +342,37 @@ def peaks() -> dict:
     return {row.pop("instruction"): row for row in map(json.loads, out.splitlines()) if row}
 
 
-def phase_floors(engine: Engine, peak: dict) -> dict | None:
-    """Milliseconds each phase needs at least on one core of this CPU with the AVX-512 kernels:
-    its multiply-adds at the instruction's peak (vpdpbusd for the ternary GEMMs, vmulps + vaddps
-    for attention in the exact mode), its other vector instructions at 4 per cycle (twice the
-    rate of vmulps + vaddps pairs). None without AVX-512 VNNI."""
+def phase_floors(engine: Engine, peak: dict, fast: bool = False) -> dict | None:
+    """Milliseconds each phase needs at least on one core of this CPU with the engine's kernels:
+    its multiply-adds at the instruction's peak (the ternary GEMMs and the patch embedding on
+    vpdpbusd, or tdpbusd with the AMX set; attention on vmulps + vaddps in the exact mode; in the
+    fast mode, scores on vfmadd231ps and weighted values on vdpbf16ps, or with the AMX set both on
+    tdpbf16ps, the scores' three products a term), its other vector instructions at 4 per cycle
+    (twice the rate of vmulps + vaddps pairs). None without AVX-512 VNNI."""
     if "vpdpbusd zmm" not in peak:
         return None
     c = engine.config
     T, D, H, depth, heads = c["num_tokens"], c["embed_dim"], c["mlp_hidden"], c["depth"], c["num_heads"]
     hd, classes = D // heads, c["num_classes"]
     patches, kp = T - 1, c["in_chans"] * c["patch_h"] * c["patch_w"]
-    int8, fp32 = peak["vpdpbusd zmm"]["gmacs"] * 1e9, peak["vmulps + vaddps zmm"]["gmacs"] * 1e9
+    amx = engine.kernels == "amx" and "tdpbusd" in peak
+    g = lambda name: peak[name]["gmacs"] * 1e9  # noqa: E731
+    int8, fp32 = g("tdpbusd" if amx else "vpdpbusd zmm"), g("vmulps + vaddps zmm")
     vec_ops = 2 * peak["vmulps + vaddps zmm"]["g_per_s"] * 1e9  # instructions per second
     ms = lambda ops: 1e3 * ops / vec_ops  # noqa: E731
     gemm_macs = depth * T * (4 * D * D + 2 * D * H) + D * classes
+    att_macs = depth * heads * T * T * hd  # scores; the weighted values as many
+    if not fast:
+        att = 1e3 * 2 * att_macs / fp32
+    elif amx and "tdpbf16ps" in peak:
+        att = 1e3 * 4 * att_macs / g("tdpbf16ps")
+    else:
+        pv = "vdpbf16ps zmm" if "vdpbf16ps zmm" in peak else "vfmadd231ps zmm"
+        att = 1e3 * att_macs * (1 / g("vfmadd231ps zmm") + 1 / g(pv))
     return {"embed": 1e3 * patches * kp * D / int8 + ms(c["in_chans"] * c["img_h"] * c["img_w"] / 16 * IMAGE_OPS),
             "norm_quant": ms(depth * T * (2 * D * LN_RMS_QUANT_OPS + (D + H) * RMS_QUANT_OPS) / 16),
             "gemm": 1e3 * gemm_macs / int8,
-            "attention": 1e3 * depth * heads * 2 * T * T * hd / fp32 + ms(depth * heads * T * T / 16 * SOFTMAX_OPS),
+            "attention": att + ms(depth * heads * T * T / 16 * SOFTMAX_OPS),
             "gelu": ms(depth * T * H / 16 * GELU_OPS)}
 
 
@@ -405,6 +420,9 @@ def print_report(report: dict) -> None:
         if "floor_ms" in r:
             print("  floors (ms): " + ", ".join(f"{k} {v:.2f} ({r['profile_over_floor'][k]:.2f}x)"
                                             for k, v in r["floor_ms"].items()))
+        if "fast_floor_ms" in r:
+            print("  fast numerics' floors (ms): " + ", ".join(f"{k} {v:.2f} ({r['fast_profile_over_floor'][k]:.2f}x)"
+                                                           for k, v in r["fast_floor_ms"].items()))
         for kind, ops in r["onnxruntime_profile_ms"].items():
             print(f"  onnxruntime {kind} by operator (ms): "
                   + ", ".join(f"{k} {v:.2f}" for k, v in list(ops.items())[:8]))
