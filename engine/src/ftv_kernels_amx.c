@@ -37,6 +37,9 @@
 #define ATT_PV_QUERIES 4
 #define NORM_ROWS 4
 
+/* 32-row panels for every k: with 16 rows each activation tile would feed one product, not two
+ * (DeiT-III-S fc2, k = 1536: 504 -> xxx GMAC/s, bench_gemm) */
+#define PANEL_MAX (48 * 1024 + 32)
 #include "ftv_amx.h"
 #include "ftv_kernels.h"
 #include "ftv_kernels_vnni.h"

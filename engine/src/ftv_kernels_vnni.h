@@ -21,7 +21,9 @@
 /* 32-row panels (two weight vectors per broadcast: measured 400 GMAC/s against 350 with 16
  * rows on (197 x 384) x (384 x 1536)), unless the panel, in every thread's scratch, would pass
  * 24 KB: 16 rows then (fc2 of DeiT-III-S, k = 1536, runs as fast). */
+#ifndef PANEL_MAX
 #define PANEL_MAX (24 * 1024 + 32)
+#endif
 static int panel_rgs(int k) { return 4 * ((k + 15) / 16) * 4 * 32 + 32 <= PANEL_MAX ? 4 : 2; }
 
 /* Row groups rg, rg + 1, ... (nrg of them) into the panel two at a time: one 64-byte store per

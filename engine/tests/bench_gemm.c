@@ -5,7 +5,7 @@
  * timed run follows an untimed one of the same configuration, so that its weights and
  * activations are in cache as in a forward pass.
  *
- *   bench_gemm [tokens k rows [reps [max_threads [scalar|avx2|avx512|simd|all]]]]
+ *   bench_gemm [tokens k rows [reps [max_threads [scalar|avx2|avx512|amx|simd|all]]]]
  *
  * benchmarks/engine_speed.py builds and runs it next to torch's FP32 matmul on the same shape. */
 #define _POSIX_C_SOURCE 199309L
@@ -74,7 +74,7 @@ int main(int argc, char **argv) {
     if (argc >= 5) reps = atoi(argv[4]);
     if (argc >= 6) max_threads = atoi(argv[5]);
     if (tokens < 1 || k < 1 || rows < 1 || reps < 1 || max_threads < 1 || max_threads > 64) {
-        fprintf(stderr, "usage: bench_gemm [tokens k rows [reps [max_threads [scalar|avx2|avx512|simd|all]]]]\n");
+        fprintf(stderr, "usage: bench_gemm [tokens k rows [reps [max_threads [scalar|avx2|avx512|amx|simd|all]]]]\n");
         return 2;
     }
     srand(1);
@@ -88,16 +88,16 @@ int main(int argc, char **argv) {
         for (int j = 0; j < k; j++) xsum[t] += xq[(size_t)t * k + j];
     }
 
-    const char *labels[3] = {"scalar", "avx2", "avx512"};
-    const ftv_kernels *kernels[3];
-    for (int i = 0; i < 3; i++) kernels[i] = ftv_kernels_by_name(labels[i]);
+    const char *labels[4] = {"scalar", "avx2", "avx512", "amx"};
+    const ftv_kernels *kernels[4];
+    for (int i = 0; i < 4; i++) kernels[i] = ftv_kernels_by_name(labels[i]);
     struct { const char *label; const ftv_kernels *kern; ftv_tmat w; int threads; ftv_pool *pool; double t[1024]; } cfg[MAX_CONFIGS];
     ftv_pool *pools[65] = {NULL};
-    void *owned[3 * 2 * 2] = {NULL}; /* the packed and repacked matrices: sets x kinds x 2 */
+    void *owned[4 * 2 * 2] = {NULL}; /* the packed and repacked matrices: sets x kinds x 2 */
     int n_owned = 0;
     int nc = 0;
     size_t scratch_bytes = 0;
-    for (int ki = 0; ki < 3; ki++) {
+    for (int ki = 0; ki < 4; ki++) {
         const int wanted = strcmp(which, "all") == 0 || strcmp(which, labels[ki]) == 0 || (strcmp(which, "simd") == 0 && ki > 0);
         if (!kernels[ki] || !wanted) continue;
         for (uint32_t kind = FTV_KIND_TQ2; kind <= FTV_KIND_TQ1; kind++) {
