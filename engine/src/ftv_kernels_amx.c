@@ -1,9 +1,10 @@
-/* The AMX kernel set (x86 CPUs with AMX-TILE and AMX-INT8, and AVX-512 VNNI): the ternary GEMM on
- * tdpbsud tiles, everything else as the AVX-512 set (ftv_kernels_x86.h on 16 lanes, the same
- * repacked weights). ftv_kernels.c hands it out only when named (FTV_KERNELS=amx) and the CPU and
- * the OS allow it: it becomes automatic once it has run bit-identical on a CPU with AMX, which no
- * session has had yet (docs/engine.md). Built with -DFTV_AMX_EMULATE, the tile instructions are
- * C (ftv_amx.h) and the set runs, slowly, on any AVX-512 CPU: that is how the tests check it.
+/* The AMX kernel set (x86 CPUs with AMX-TILE, -INT8, -BF16, AVX512_BF16 and AVX-512 VNNI): the
+ * ternary GEMM on tdpbsud tiles, the fast mode's attention on tdpbf16ps tiles, everything else as
+ * the AVX-512 set (ftv_kernels_x86.h on 16 lanes, the same repacked weights). ftv_kernels.c picks
+ * it first where the CPU and the OS allow it: it ran bit-identical to the scalar set on an Intel
+ * Xeon with AMX (docs/engine.md). Built with -DFTV_AMX_EMULATE, the tile instructions are C
+ * (ftv_amx.h) and the set runs, slowly, on any AVX-512 CPU with AVX512_BF16: that is how the
+ * tests check it on CPUs without AMX.
  *
  * The GEMM: the ternary x int8 products are exact int32 sums, as on vpdpbusd, so the logits stay
  * bit-identical. tdpbsud multiplies signed bytes of its first tile by unsigned bytes of its
@@ -38,7 +39,7 @@
 #define NORM_ROWS 4
 
 /* 32-row panels for every k: with 16 rows each activation tile would feed one product, not two
- * (DeiT-III-S fc2, k = 1536: 504 -> xxx GMAC/s, bench_gemm) */
+ * (DeiT-III-S fc2, k = 1536: 504 -> 829 GMAC/s, bench_gemm) */
 #define PANEL_MAX (48 * 1024 + 32)
 #include "ftv_amx.h"
 #include "ftv_kernels.h"

@@ -84,13 +84,14 @@ class Engine:
         profile: load the engine built with ``-DFTV_PROFILE``, which times the phases of its
             forward pass (:meth:`profile`); same logits, slightly slower.
         numerics: ``"exact"`` (every kernel set computes the same bits) or ``"fast"``
-            (fused multiply-adds, and bf16 attention products on CPUs with AVX512_BF16; x86
-            kernels only): see docs/engine.md for its measured effect on accuracy.
+            (fused multiply-adds, and bf16 attention products on CPUs with AVX512_BF16, on
+            AMX tiles where the CPU has AMX; x86 kernels only): see docs/engine.md for its
+            measured effect on accuracy.
 
-    The kernels are chosen at load: AVX-512 (VNNI) or AVX2 on x86 CPUs that have them, else
-    the portable scalar code; the environment variable ``FTV_KERNELS=avx2`` or
-    ``FTV_KERNELS=scalar`` (or ``FTV_FORCE_SCALAR=1``) set before loading caps the choice.
-    Every set gives bit-identical logits.
+    The kernels are chosen at load: AMX, AVX-512 (VNNI) or AVX2 on x86 CPUs that have them,
+    else the portable scalar code; the environment variable ``FTV_KERNELS=avx512``,
+    ``FTV_KERNELS=avx2`` or ``FTV_KERNELS=scalar`` (or ``FTV_FORCE_SCALAR=1``) set before
+    loading caps the choice. Every set gives bit-identical logits in the exact mode.
 
     One engine may be shared by threads: its calls are serialized (a lock around each
     :meth:`forward`, since the model has one arena of working memory), and :meth:`close`
@@ -133,7 +134,7 @@ class Engine:
         if numerics == "fast" and self._lib.ftv_model_set_numerics(self._model, 1) != 0:
             kernels = self.kernels
             self.close()
-            raise EngineError(f"numerics='fast': the {kernels} kernels have no fast mode (x86 with AVX2 or AVX-512 only)")
+            raise EngineError(f"numerics='fast': the {kernels} kernels have no fast mode (x86 with AVX2, AVX-512 or AMX only)")
         cfg = self._lib.ftv_model_config(self._model).contents
         self.config = {name: getattr(cfg, name) for name, _ in _Config._fields_[:13]}
         self.config["mean"] = tuple(cfg.mean[: cfg.in_chans])
@@ -164,8 +165,8 @@ class Engine:
 
     @property
     def kernels(self) -> str:
-        """The kernels chosen at load: ``"avx512"``, ``"avx2"`` or ``"scalar"``; ``"lut"`` or ``"amx"`` when
-        ``FTV_KERNELS`` names them and the CPU runs them."""
+        """The kernels chosen at load: ``"amx"``, ``"avx512"``, ``"avx2"`` or ``"scalar"``, the best the CPU
+        runs unless ``FTV_KERNELS`` caps the choice; ``"lut"`` only when ``FTV_KERNELS`` names it."""
         with self._lock:
             return self._lib.ftv_model_kernels(self._require()).decode()
 
