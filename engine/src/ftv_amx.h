@@ -101,13 +101,19 @@ static void amx_emu_store(int t, void *p, size_t stride) {
         memcpy((uint8_t *)p + (size_t)r * stride, amx_emu.t[t][r], amx_emu.cfg.colsb[t]);
 }
 
-/* The SDM's shape rules: a's rows = c's rows, a's colsb = 4 x b's rows, b's colsb = c's colsb. */
-static void amx_emu_dpbsud(int c, int a, int b) {
+/* The SDM's shape rules of the tile products: a's rows = c's rows, a's colsb = 4 x b's rows,
+ * b's colsb = c's colsb (4 bytes a column: quadruples of bytes, or pairs of bf16). */
+static const ftv_tilecfg *amx_emu_product(int c, int a, int b, const char *fault) {
     amx_emu_check(c), amx_emu_check(a), amx_emu_check(b);
     const ftv_tilecfg *cf = &amx_emu.cfg;
     if (cf->rows[a] != cf->rows[c] || cf->colsb[a] != 4 * cf->rows[b] || cf->colsb[b] != cf->colsb[c] ||
         cf->colsb[c] % 4)
-        amx_emu_fault("tdpbsud: tile shapes do not match");
+        amx_emu_fault(fault);
+    return cf;
+}
+
+static void amx_emu_dpbsud(int c, int a, int b) {
+    const ftv_tilecfg *cf = amx_emu_product(c, a, b, "tdpbsud: tile shapes do not match");
     for (int m = 0; m < cf->rows[c]; m++)
         for (int n = 0; n < cf->colsb[c] / 4; n++) {
             int32_t acc;
@@ -138,13 +144,8 @@ static float amx_emu_ftz(float f) {
     return f;
 }
 
-/* The shape rules of tdpbsud, pairs of bf16 for quadruples of bytes. */
 static void amx_emu_dpbf16ps(int c, int a, int b) {
-    amx_emu_check(c), amx_emu_check(a), amx_emu_check(b);
-    const ftv_tilecfg *cf = &amx_emu.cfg;
-    if (cf->rows[a] != cf->rows[c] || cf->colsb[a] != 4 * cf->rows[b] || cf->colsb[b] != cf->colsb[c] ||
-        cf->colsb[c] % 4)
-        amx_emu_fault("tdpbf16ps: tile shapes do not match");
+    const ftv_tilecfg *cf = amx_emu_product(c, a, b, "tdpbf16ps: tile shapes do not match");
     for (int m = 0; m < cf->rows[c]; m++)
         for (int n = 0; n < cf->colsb[c] / 4; n++) {
             float acc;
