@@ -126,8 +126,8 @@ static void token_reciprocals(const float *xs, float scale, int n, float *rcp) {
     const vf den = vf_set1((j)->xs[t] * (j)->w->scale), rcp = vf_set1((j)->rcp[t]);                           \
     const int divide = (j)->rcp[t] == 0.0f
 
-/* x / d rounded as vdivps rounds it. divide 0: without vdivps (16 cycles a vector on Intel's
- * cores, one output a cycle), from y = 1 / d rounded: q = x y, then one correction with the
+/* x / d rounded as vdivps rounds it. divide 0: without vdivps (~10 cycles a vector on the Intel
+ * Xeon of docs/engine.md, against two fused multiply-adds a cycle), from y = 1 / d rounded: q = x y, then one correction with the
  * residual r = x - d q, which a fused multiply-add gives exactly: q + r y rounded is x / d rounded
  * (Markstein's theorem: y within half an ulp of 1 / d, q within one ulp of x / d, nothing over-
  * or underflowing, which |d| in [2^-64, 2^64) and integer x, |x| < 2^31, ensure). */
