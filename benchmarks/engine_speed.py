@@ -37,7 +37,8 @@ Then, per model and thread count, where the milliseconds go:
   reports them.
 
 With one thread, each phase's floor (``phase_floors``: its work at the instruction peaks of one
-core, measured by engine/tests/bench_peak.c) and the profile's ratio to it. Last, the ternary
+core, measured by engine/tests/bench_peak.c, AMX's tile products included where the engine runs
+its AMX set) and the profile's ratio to it, for the exact mode and for the fast one. Last, the ternary
 GEMM alone on (197 x 384) x (384 x 1536), DeiT-S's fc1: engine/tests/bench_gemm.c against
 ``torch.matmul`` in FP32.
 
