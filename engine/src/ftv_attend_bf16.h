@@ -33,6 +33,19 @@ static inline __attribute__((always_inline)) BF16 void row_pairs(const float *x,
     }
 }
 
+/* The values (tokens rows of ldv, hd a multiple of 16) as `pairs` rows of pairs of keys: row m
+ * holds keys 2m and 2m + 1 of each dimension, zero past the last key. */
+static inline __attribute__((always_inline)) BF16 void value_pairs(const float *v, int ldv, int tokens, int hd,
+                                                                   int pairs, uint32_t *vp) {
+    for (int m = 0; m < pairs; m++)
+        for (int d = 0; d < hd; d += 16) {
+            const __m512 a = 2 * m < tokens ? _mm512_loadu_ps(v + (size_t)2 * m * ldv + d) : _mm512_setzero_ps();
+            const __m512 b =
+                2 * m + 1 < tokens ? _mm512_loadu_ps(v + (size_t)(2 * m + 1) * ldv + d) : _mm512_setzero_ps();
+            _mm512_storeu_si512(vp + (size_t)m * hd + d, pair_bf16(a, b));
+        }
+}
+
 static size_t bf16_attend_scratch(int ldk, int hd, int tokens) {
     const size_t lp = (size_t)PAIRS16(ldk); /* probabilities per row, whole vectors */
     return (size_t)(tokens + 1) / 2 * (size_t)hd                   /* values as pairs */
@@ -101,13 +114,7 @@ static BF16 void bf16_attend(const float *q, int ldq, const float *kt, int ldk, 
     uint32_t *vp = (uint32_t *)scratch;
     float *sc = (float *)(vp + (size_t)vpairs * hd), *qb = sc + (size_t)FTV_ATTEND_QUERIES * ldk;
     uint32_t *pp = (uint32_t *)(qb + (size_t)FTV_ATTEND_QUERIES * hd);
-    for (int m = 0; m < vpairs; m++) /* values: keys 2m, 2m + 1 of 16 dimensions a vector */
-        for (int d = 0; d < hd; d += 16) {
-            const __m512 a = _mm512_loadu_ps(v + (size_t)2 * m * ldv + d);
-            const __m512 b =
-                2 * m + 1 < tokens ? _mm512_loadu_ps(v + (size_t)(2 * m + 1) * ldv + d) : _mm512_setzero_ps();
-            _mm512_storeu_si512(vp + (size_t)m * hd + d, pair_bf16(a, b));
-        }
+    value_pairs(v, ldv, tokens, hd, vpairs, vp);
     for (int i0 = 0; i0 < nq; i0 += FTV_ATTEND_QUERIES) {
         const int nb = min_int(FTV_ATTEND_QUERIES, nq - i0);
         for (int i = 0; i < nb; i++) /* out may overwrite q */

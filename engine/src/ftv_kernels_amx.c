@@ -196,8 +196,7 @@ static size_t amx_attend_layout(int hd, int tokens, void *scratch, amx_att *s) {
 }
 
 static size_t amx_attend_scratch(int ldk, int hd, int tokens) {
-    const size_t other = bf16_attend_scratch(ldk, hd, tokens);
-    return hd % 32 ? other : amx_attend_layout(hd, tokens, NULL, NULL);
+    return hd % 32 ? bf16_attend_scratch(ldk, hd, tokens) : amx_attend_layout(hd, tokens, NULL, NULL);
 }
 
 /* x rounded to bf16 (to nearest even, as vcvtneps2bf16), as fp32 */
@@ -219,13 +218,7 @@ static BF16 void amx_prepare_head(const float *kt, int ldk, const float *v, int 
             _mm512_storeu_si512(s->kl + (size_t)r * kp + n,
                                 pair_bf16(_mm512_sub_ps(a, bf16_round(a)), _mm512_sub_ps(b, bf16_round(b))));
         }
-    for (int mk = 0; mk < kp32 / 2; mk++) /* keys 2 mk, 2 mk + 1 */
-        for (int d = 0; d < hd; d += 16) {
-            const __m512 a = 2 * mk < tokens ? _mm512_loadu_ps(v + (size_t)2 * mk * ldv + d) : _mm512_setzero_ps();
-            const __m512 b =
-                2 * mk + 1 < tokens ? _mm512_loadu_ps(v + (size_t)(2 * mk + 1) * ldv + d) : _mm512_setzero_ps();
-            _mm512_storeu_si512(s->vp + (size_t)mk * hd + d, pair_bf16(a, b));
-        }
+    value_pairs(v, ldv, tokens, hd, kp32 / 2, s->vp); /* zero up to a whole tile of 32 keys */
 }
 
 /* nb queries (rows of ldq) as hi and lo bf16; the rows past them zero */
