@@ -79,37 +79,12 @@ static int amx_ok(void) {
 }
 
 #define AMX_ITERS 2000000L
-#define AMX_PEAK(fn, isa, op)                                                                        \
+/* Four independent tile products (op: tdpbusd or tdpbf16ps) a loop, then `groups` x 12 independent
+ * vector instructions (`body` after `setup`; none for the peaks); returns products/s. Where the
+ * vector work hides behind the products, tdpbusd keeps its peak: what a GEMM's epilogue may do
+ * while the tiles multiply (docs/engine.md, the AMX section). */
+#define AMX_RATE(fn, isa, op, setup, body, groups)                                                   \
     __attribute__((target(isa))) static double fn(void) {                                         \
-        tilecfg cfg = {.palette = 1};                                                                 \
-        for (int i = 0; i < 6; i++) cfg.colsb[i] = 64, cfg.rows[i] = 16;                              \
-        _tile_loadconfig(&cfg);                                                                       \
-        _tile_zero(0);                                                                                \
-        _tile_zero(1);                                                                                \
-        _tile_zero(2);                                                                                \
-        _tile_zero(3);                                                                                \
-        _tile_zero(4);                                                                                \
-        _tile_zero(5);                                                                                \
-        double t = now();                                                                             \
-        for (long i = 0; i < AMX_ITERS; i++) {                                                        \
-            op(0, 4, 5);                                                                              \
-            op(1, 4, 5);                                                                              \
-            op(2, 4, 5);                                                                              \
-            op(3, 4, 5);                                                                              \
-        }                                                                                             \
-        t = now() - t;                                                                                \
-        _tile_release();                                                                              \
-        return 4.0 * AMX_ITERS / t * 1e-9;                                                            \
-    }
-AMX_PEAK(peak_tdpbusd, "amx-tile,amx-int8", _tile_dpbusd)
-AMX_PEAK(peak_tdpbf16ps, "amx-tile,amx-bf16", _tile_dpbf16ps)
-
-/* The tile unit beside the vector units: the four tdpbusd of AMX_PEAK's loop, then `groups` x 12
- * independent vector instructions (vfmadd231ps or vaddps, 512 or 256 bits); returns tdpbusd/s.
- * Where the vector work hides behind the products, the rate stays tdpbusd's peak: what a GEMM's
- * epilogue may do while the tiles multiply (docs/engine.md, the AMX section). */
-#define AMX_BESIDE(fn, isa, setup, body, groups)                                                     \
-    __attribute__((target("amx-tile,amx-int8," isa))) static double fn(void) {                    \
         tilecfg cfg = {.palette = 1};                                                                 \
         for (int i = 0; i < 6; i++) cfg.colsb[i] = 64, cfg.rows[i] = 16;                              \
         _tile_loadconfig(&cfg);                                                                       \
@@ -122,10 +97,10 @@ AMX_PEAK(peak_tdpbf16ps, "amx-tile,amx-bf16", _tile_dpbf16ps)
         __asm__ volatile(setup ::: "xmm13", "xmm14", "xmm15");                                      \
         double t = now();                                                                             \
         for (long i = 0; i < AMX_ITERS; i++) {                                                        \
-            _tile_dpbusd(0, 4, 5);                                                                    \
-            _tile_dpbusd(1, 4, 5);                                                                    \
-            _tile_dpbusd(2, 4, 5);                                                                    \
-            _tile_dpbusd(3, 4, 5);                                                                    \
+            op(0, 4, 5);                                                                              \
+            op(1, 4, 5);                                                                              \
+            op(2, 4, 5);                                                                              \
+            op(3, 4, 5);                                                                              \
             for (int g = 0; g < (groups); g++) __asm__ volatile(body ::: CLOB12);                     \
         }                                                                                             \
         t = now() - t;                                                                                \
@@ -133,10 +108,13 @@ AMX_PEAK(peak_tdpbf16ps, "amx-tile,amx-bf16", _tile_dpbf16ps)
         return 4.0 * AMX_ITERS / t * 1e-9;                                                            \
     }
 #define ADDZ(i) "vaddps %%zmm14, %%zmm" #i ", %%zmm" #i "\n\t"
-AMX_BESIDE(peak_tdpbusd_fma_zmm_60, "avx512f,fma", ONES, R12(FMAZ), 5)
-AMX_BESIDE(peak_tdpbusd_fma_zmm_120, "avx512f,fma", ONES, R12(FMAZ), 10)
-AMX_BESIDE(peak_tdpbusd_fma_ymm_240, "avx2,fma", ONES, R12(FMAY), 20)
-AMX_BESIDE(peak_tdpbusd_add_zmm_120, "avx512f", ONES, R12(ADDZ), 10)
+#define AMX_INT8 "amx-tile,amx-int8"
+AMX_RATE(peak_tdpbusd, AMX_INT8, _tile_dpbusd, "", "", 0)
+AMX_RATE(peak_tdpbf16ps, "amx-tile,amx-bf16", _tile_dpbf16ps, "", "", 0)
+AMX_RATE(peak_tdpbusd_fma_zmm_60, AMX_INT8 ",avx512f,fma", _tile_dpbusd, ONES, R12(FMAZ), 5)
+AMX_RATE(peak_tdpbusd_fma_zmm_120, AMX_INT8 ",avx512f,fma", _tile_dpbusd, ONES, R12(FMAZ), 10)
+AMX_RATE(peak_tdpbusd_fma_ymm_240, AMX_INT8 ",avx2,fma", _tile_dpbusd, ONES, R12(FMAY), 20)
+AMX_RATE(peak_tdpbusd_add_zmm_120, AMX_INT8 ",avx512f", _tile_dpbusd, ONES, R12(ADDZ), 10)
 #else
 static int amx_ok(void) { return 0; }
 static double peak_tdpbusd(void) { return 0.0; }
@@ -173,7 +151,7 @@ int main(int argc, char **argv) {
         {"vpermps zmm", peak_vpermps_zmm, have_avx512(), 0},
         {"tdpbusd", peak_tdpbusd, amx, 16 * 16 * 64},  /* AMX-INT8: a tile of 16 x 16 int32, 64 bytes a sum */
         {"tdpbf16ps", peak_tdpbf16ps, amx, 16 * 16 * 32}, /* AMX-BF16: 32 bf16 products a sum */
-        /* tdpbusd's rate with vector work between each four (AMX_BESIDE) */
+        /* tdpbusd's rate with vector work between each four (AMX_RATE) */
         {"tdpbusd beside 60 vfmadd231ps zmm", peak_tdpbusd_fma_zmm_60, amx && have_avx512(), 16 * 16 * 64},
         {"tdpbusd beside 120 vfmadd231ps zmm", peak_tdpbusd_fma_zmm_120, amx && have_avx512(), 16 * 16 * 64},
         {"tdpbusd beside 240 vfmadd231ps ymm", peak_tdpbusd_fma_ymm_240, amx, 16 * 16 * 64},
