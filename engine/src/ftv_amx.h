@@ -128,20 +128,19 @@ static void amx_emu_dpbsud(int c, int a, int b) {
 /* A bf16 as fp32, denormals as zero (DAZ); an fp32 denormal result flushed to zero (FTZ). The
  * SDM's pseudocode adds each product in turn, rounding to nearest even: a product of two bf16 is
  * exact in fp32, so `acc + x * y` rounds once, as its fused multiply-add does. */
-static float amx_emu_bf16(const uint8_t *p) {
-    uint32_t u = (uint32_t)(p[0] | p[1] << 8) << 16;
-    if (!(u & 0x7F800000u)) u &= 0x80000000u;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-
 static float amx_emu_ftz(float f) {
     uint32_t u;
     memcpy(&u, &f, 4);
     if (!(u & 0x7F800000u)) u &= 0x80000000u;
     memcpy(&f, &u, 4);
     return f;
+}
+
+static float amx_emu_bf16(const uint8_t *p) {
+    const uint32_t u = (uint32_t)(p[0] | p[1] << 8) << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return amx_emu_ftz(f); /* DAZ: the same test on the operand */
 }
 
 static void amx_emu_dpbf16ps(int c, int a, int b) {

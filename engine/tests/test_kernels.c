@@ -411,9 +411,6 @@ static void test_simd_attend(void) {
 
 /* ---- the fast numerics mode: close to the exact kernels, not equal ----------------------- */
 
-/* The fast variant of an exact set: the same kernels but attention and GELU, which stay within
- * a small tolerance of the exact ones (fused multiply-adds; bf16 products of the weighted values
- * with AVX512_BF16), on scratch of exactly its own size (AddressSanitizer sees any overrun). */
 /* attend_two's outputs of an exact set and its fast variant: near, and nothing written past the head */
 static void check_fast_attend(const ftv_kernels *exact, int T, int hd, int nq, float *o[3]) {
     const int ld = 3 * hd;
@@ -426,6 +423,10 @@ static void check_fast_attend(const ftv_kernels *exact, int T, int hd, int nq, f
     free(o[0]), free(o[1]), free(o[2]);
 }
 
+/* The fast variant of an exact set: the same kernels but attention and GELU, which stay within
+ * a small tolerance of the exact ones (fused multiply-adds; bf16 products of the weighted values
+ * with AVX512_BF16 or on AMX tiles), on scratch of exactly its own size (AddressSanitizer sees any
+ * overrun). */
 static void test_fast_variant(const ftv_kernels *exact, const ftv_kernels *fast) {
     CHECK(fast->fast && !exact->fast && fast->tgemm == exact->tgemm && fast->norm_quant == exact->norm_quant &&
               fast->layernorm == exact->layernorm && fast->patch_gemm == exact->patch_gemm,
@@ -454,7 +455,6 @@ static void test_fast_variant(const ftv_kernels *exact, const ftv_kernels *fast)
         check_fast_attend(exact, T, hd, nq, o);
     }
 }
-
 
 /* ---- exp, erf and GELU against double precision ------------------------------------- */
 
